@@ -1,0 +1,27 @@
+"""Pick the event bus implementation from a URL: memory:// or kafka://."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from gateway.bus.base import EventBus
+
+
+def open_bus(url: str, *, topic_prefix: str = "", partitions: int = 4) -> EventBus:
+    """Build (not start) the bus named by `url`.
+
+    `memory://` is the embedded default; `kafka://HOST:PORT[,HOST:PORT]` needs
+    the `kafka` extra (aiokafka), imported only here.
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "memory":
+        from gateway.bus.memory import MemoryEventBus
+
+        return MemoryEventBus(topic_prefix=topic_prefix, partitions=partitions)
+    if parts.scheme == "kafka":
+        if not parts.netloc:
+            raise ValueError(f"bus URL {url!r} names no broker (kafka://HOST:PORT)")
+        from gateway.bus.kafka import KafkaEventBus
+
+        return KafkaEventBus(bootstrap_servers=parts.netloc, topic_prefix=topic_prefix)
+    raise ValueError(f"bus URL {url!r}: scheme must be memory:// or kafka://")

@@ -1,0 +1,30 @@
+"""Session map, cross-instance routing and per-user replay history.
+
+`open_sessions(url, instance_id)` picks the implementation by URL scheme:
+`memory://` (embedded default) or `redis://HOST:PORT/DB` (needs the `redis`
+extra, imported only then).
+"""
+
+from __future__ import annotations
+
+from gateway.sessions.base import (
+    DeliverFn,
+    Delivery,
+    Incoming,
+    OrderState,
+    SessionStore,
+    Snapshot,
+    cursor_key,
+)
+from gateway.sessions.factory import open_sessions
+
+__all__ = [
+    "DeliverFn",
+    "Delivery",
+    "Incoming",
+    "OrderState",
+    "SessionStore",
+    "Snapshot",
+    "cursor_key",
+    "open_sessions",
+]

@@ -1,0 +1,179 @@
+"""The session store contract, run against every implementation (memory, Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+import pytest
+
+from gateway.events import Event, encode_event, make_event
+from gateway.sessions import Delivery, Incoming, SessionStore, cursor_key, open_sessions
+from tests.backends import SESSION_BACKENDS, sessions_url, unique
+
+
+class Instance:
+    """A store plus what other instances routed to it."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+        self.received: list[Delivery] = []
+
+    def deliver(self, batch: Sequence[Delivery]) -> None:
+        self.received.extend(batch)
+
+    async def wait_received(self, count: int, timeout_s: float = 5.0) -> None:
+        async def loop() -> None:
+            while len(self.received) < count:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(loop(), timeout_s)
+
+
+InstanceFactory = Callable[..., Awaitable[Instance]]
+
+
+@pytest.fixture(params=SESSION_BACKENDS)
+async def make_instance(request: pytest.FixtureRequest) -> AsyncIterator[InstanceFactory]:
+    """Instances sharing one backend, isolated from other tests by name."""
+    name = unique("t")
+    started: list[Instance] = []
+
+    async def factory(instance_id: str, **options: float) -> Instance:
+        store = open_sessions(
+            sessions_url(request.param, name), instance_id, key_prefix=name, **options
+        )
+        instance = Instance(store)
+        await store.start(instance.deliver)
+        started.append(instance)
+        return instance
+
+    yield factory
+    for instance in started:
+        await instance.store.stop()
+
+
+def incoming(event: Event) -> Incoming:
+    return Incoming(event, encode_event(event), produced_ms=0)
+
+
+def order_event(user: str, order: str, version: int, status: str = "pending") -> Incoming:
+    return incoming(
+        make_event(f"order.{status}", order_id=order, user_id=user, status=status, version=version)
+    )
+
+
+async def test_publish_returns_deliveries_with_growing_cursors(
+    make_instance: InstanceFactory,
+) -> None:
+    a = await make_instance("a")
+    items = [order_event("alice", "o1", v) for v in (1, 2, 3)]
+    deliveries = await a.store.publish(items)
+    assert [d.event.event_id for d in deliveries] == [i.event.event_id for i in items]
+    assert [d.raw for d in deliveries] == [i.raw for i in items]
+    keys = [cursor_key(d.cursor) for d in deliveries]
+    assert keys == sorted(keys) and len(set(keys)) == 3
+
+
+async def test_history_since_returns_exactly_what_came_after(
+    make_instance: InstanceFactory,
+) -> None:
+    a = await make_instance("a")
+    first = await a.store.publish([order_event("alice", "o1", 1)])
+    later = await a.store.publish([order_event("alice", "o1", v) for v in (2, 3)])
+    await a.store.publish([order_event("bob", "o9", 1)])
+    missed = await a.store.history_since("alice", first[0].cursor)
+    assert missed is not None
+    assert [d.event.version for d in missed] == [2, 3]
+    assert [d.cursor for d in missed] == [d.cursor for d in later]
+    assert all(d.user_id == "alice" and d.event.user_id == "alice" for d in missed)
+    assert await a.store.history_since("alice", later[-1].cursor) == []
+
+
+async def test_redelivered_event_is_appended_once(make_instance: InstanceFactory) -> None:
+    a = await make_instance("a")
+    item = order_event("alice", "o1", 1)
+    assert len(await a.store.publish([item])) == 1
+    assert await a.store.publish([item]) == []
+    history = await a.store.history_since("alice", "0-0")
+    assert history is not None and len(history) == 1
+
+
+async def test_snapshot_keeps_the_newest_version_of_each_order(
+    make_instance: InstanceFactory,
+) -> None:
+    a = await make_instance("a")
+    await a.store.publish([order_event("alice", "o1", 1), order_event("alice", "o2", 1)])
+    await a.store.publish([order_event("alice", "o1", 2, "confirmed")])
+    last = await a.store.publish([order_event("alice", "o1", 1)])  # stale, out of order
+    snap = await a.store.snapshot("alice")
+    states = {o.order_id: (o.status, o.version) for o in snap.orders}
+    assert states == {"o1": ("confirmed", 2), "o2": ("pending", 1)}
+    assert snap.cursor == last[0].cursor
+    assert await a.store.history_since("alice", snap.cursor) == []
+    empty = await a.store.snapshot("nobody")
+    assert empty.orders == [] and await a.store.history_since("nobody", empty.cursor) == []
+
+
+async def test_cursor_that_history_no_longer_covers_is_refused(
+    make_instance: InstanceFactory,
+) -> None:
+    a = await make_instance("a", history_max=5)
+    deliveries = []
+    for v in range(1, 11):
+        deliveries += await a.store.publish([order_event("alice", "o1", v)])
+    assert await a.store.history_since("alice", deliveries[0].cursor) is None
+    tail = await a.store.history_since("alice", deliveries[6].cursor)
+    assert tail is not None and [d.event.version for d in tail] == [8, 9, 10]
+    assert await a.store.history_since("alice", "not-a-cursor") is None
+    assert await a.store.history_since("alice", "99999999999999-0") is None
+
+
+async def test_events_are_routed_to_the_instances_holding_the_user(
+    make_instance: InstanceFactory,
+) -> None:
+    a = await make_instance("a")
+    b = await make_instance("b")
+    await b.store.add_session("bob")
+    await a.store.add_session("alice")
+    located = await a.store.locate(["bob", "alice", "carol"])
+    assert located == {"bob": {"b"}, "alice": {"a"}, "carol": set()}
+
+    for_bob = order_event("bob", "o1", 1)
+    for_alice = order_event("alice", "o2", 1)
+    returned = await a.store.publish([for_bob, for_alice])
+    assert {d.user_id for d in returned} == {"bob", "alice"}
+    await b.wait_received(1)
+    await asyncio.sleep(0.2)  # anything wrongly routed would arrive by now
+    assert [d.event.event_id for d in b.received] == [for_bob.event.event_id]
+    assert b.received[0].cursor == next(d.cursor for d in returned if d.user_id == "bob")
+    assert a.received == []  # an instance never routes to itself
+
+
+async def test_removed_and_expired_sessions_are_no_longer_routed(
+    make_instance: InstanceFactory,
+) -> None:
+    a = await make_instance("a")
+    b = await make_instance("b", lease_ttl_s=1.0)
+    await b.store.add_session("bob")
+    await b.store.add_session("carol")
+    await b.store.remove_session("bob")
+    assert (await a.store.locate(["bob"]))["bob"] == set()
+    await asyncio.sleep(1.3)  # carol's lease runs out without a heartbeat
+    assert (await a.store.locate(["carol"]))["carol"] == set()
+    await b.store.add_session("dave")
+    await asyncio.sleep(0.6)
+    await b.store.refresh_leases(["dave"])
+    await asyncio.sleep(0.6)  # past the first lease, within the refreshed one
+    assert (await a.store.locate(["dave"]))["dave"] == {"b"}
+    await a.store.publish([order_event("bob", "o1", 1), order_event("carol", "o2", 1)])
+    await asyncio.sleep(0.3)
+    assert b.received == []
+
+
+async def test_stopped_instance_drops_its_leases(make_instance: InstanceFactory) -> None:
+    a = await make_instance("a")
+    b = await make_instance("b")
+    await b.store.add_session("bob")
+    await b.store.stop()
+    assert (await a.store.locate(["bob"]))["bob"] == set()
