@@ -48,9 +48,10 @@ class MemoryEventBus:
         log = self._logs.get(topic)
         if log is None:
             log = self._logs[topic] = [[] for _ in range(self.partitions)]
-            # A new topic changes what every subscribed group can be assigned.
+            # A new topic changes what the groups subscribed to it are assigned.
             for group in self._groups.values():
-                self._rebalance(group)
+                if any(topic in member.topics for member in group.members):
+                    self._rebalance(group)
         return log
 
     def partition_for(self, key: str) -> int:
@@ -106,8 +107,6 @@ class MemoryEventBus:
         """Round-robin the group's partitions over its members (Kafka's
         RoundRobinAssignor, simplified); positions restart from the commits."""
         members = sorted(group.members, key=lambda m: m.client_id)
-        for member in members:
-            member._assign(frozenset())
         tps = sorted(
             {
                 TopicPartition(topic, p)
@@ -149,7 +148,11 @@ class MemoryConsumer:
         self._stopped = False
 
     def _assign(self, tps: frozenset[TopicPartition]) -> None:
-        self._positions = {tp: self._group.committed.get(tp, 0) for tp in tps}
+        # A partition the member keeps keeps its position (as with Kafka's
+        # cooperative rebalancing); a newly assigned one starts at the commit.
+        self._positions = {
+            tp: self._positions.get(tp, self._group.committed.get(tp, 0)) for tp in tps
+        }
 
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self._positions)

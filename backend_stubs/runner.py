@@ -1,0 +1,225 @@
+"""The consume-transform-produce loop every saga service runs.
+
+One transactional consumer per service (its own consumer group). Each batch
+is decoded by `sort_records` (poison records become dead letters), each
+event is handed to the service inside one SQLite transaction that also
+records the event as handled together with what it produced (the ledger in
+`store.py`), and then everything the batch produced goes out together with
+the batch's offsets in one `send_and_commit` (a Kafka transaction).
+
+Failure model: a crash or a bus error after the SQLite commit but before the
+Kafka commit leaves the input uncommitted; it is redelivered, found in the
+ledger, and the recorded outputs are sent again with their original event
+ids. A handler that raises is a bug or bad data, not a reason to stop the
+service: the event is rolled back, logged, counted and set aside on the
+dead-letter topic, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from backend_stubs.store import Store
+from backend_stubs.tracing import HEADER, child_traceparent, traceparent_of
+from gateway.bus.base import Consumer, EventBus, OutgoingRecord, Record, next_offsets
+from gateway.bus.poison import dead_letter, sort_records
+from gateway.events import TOPIC_OF_TYPE, Event, encode_event, utc_now_rfc3339
+
+log = logging.getLogger("orderpush.stubs")
+
+#: Which consumer group set a dead letter aside: every group reading a topic
+#: sees the same poison record, so the dead-letter topic may hold one copy
+#: per group.
+CONSUMER_HEADER: Final = "x-orderpush-consumer"
+
+
+class Service(Protocol):
+    """A saga participant: pure state machine over its own store."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def topics(self) -> tuple[str, ...]: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    def handle(self, event: Event) -> list[Event]:
+        """Apply `event` to the store and return the events it causes.
+
+        Called inside a `store.transaction()`; must not commit on its own.
+        """
+        ...
+
+
+def derived_event_id(cause_id: str, type_: str) -> str:
+    """A deterministic id for the `type_` event caused by event `cause_id`.
+
+    The ledger already makes redelivery re-send the same ids; deriving them
+    as well means that even a lost ledger (an in-memory store after a
+    restart) produces the ids downstream has already seen.
+    """
+    return hashlib.sha256(f"{cause_id}\x00{type_}".encode()).hexdigest()[:26]
+
+
+def follow_up(
+    cause: Event,
+    type_: str,
+    *,
+    status: str | None = None,
+    version: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> Event:
+    """The `type_` event that `cause` leads to, for the same order and user."""
+    return Event(
+        event_id=derived_event_id(cause.event_id, type_),
+        type=type_,
+        order_id=cause.order_id,
+        user_id=cause.user_id,
+        occurred_at=utc_now_rfc3339(),
+        status=status,
+        version=version,
+        data=data or {},
+    )
+
+
+def outgoing(event: Event, *, traceparent: str) -> OutgoingRecord:
+    """The record for `event`: keyed by order, on its type's topic."""
+    return OutgoingRecord(
+        TOPIC_OF_TYPE[event.type],
+        event.order_id,
+        encode_event(event),
+        ((HEADER, traceparent.encode()),),
+    )
+
+
+@dataclass(slots=True)
+class RunnerStats:
+    batches: int = 0
+    events: int = 0
+    replayed: int = 0
+    handler_errors: int = 0
+    dead_letters: int = 0
+    bus_errors: int = 0
+
+
+class ServiceRunner:
+    """Runs one service's consume loop as a background task."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        service: Service,
+        *,
+        group: str | None = None,
+        poll_timeout_ms: int = 500,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
+        self.bus = bus
+        self.service = service
+        self.group = group or service.name
+        self.poll_timeout_ms = poll_timeout_ms
+        self.retry_backoff_s = retry_backoff_s
+        self.stats = RunnerStats()
+        self._consumer: Consumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        # Join the group here rather than in the task, so an unreachable bus
+        # fails `start()` instead of being logged forever in the background.
+        self._consumer = await self._open()
+        self._task = asyncio.create_task(self._run(), name=f"stub:{self.service.name}")
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Finish the batch in hand (bounded by `timeout_s`), then leave the group."""
+        self._stopping.set()
+        if self._task is not None:
+            # wait_for cancels the task when the time is up; whatever it had
+            # not committed is redelivered to the next member, so that is safe.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout_s)
+            self._task = None
+        await self._drop_consumer(timeout_s)
+
+    async def _open(self) -> Consumer:
+        return await self.bus.consumer(list(self.service.topics), self.group, transactional=True)
+
+    async def _drop_consumer(self, timeout_s: float = 5.0) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                await asyncio.wait_for(consumer.stop(), timeout_s)
+            except Exception:
+                log.warning("%s: consumer did not stop cleanly", self.group, exc_info=True)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if self._consumer is None:
+                    self._consumer = await self._open()
+                records = await self._consumer.getmany(timeout_ms=self.poll_timeout_ms)
+                if not records:
+                    continue
+                produced = self.process(records)
+                await self._consumer.send_and_commit(produced, next_offsets(records))
+                self.stats.batches += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.stats.bus_errors += 1
+                log.exception("%s: bus error; rejoining the group to get redelivery", self.group)
+                # The consumer's position is past records that were not
+                # committed; only a new member starts again from the commit.
+                await self._drop_consumer()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.retry_backoff_s)
+
+    def process(self, records: Sequence[Record]) -> list[OutgoingRecord]:
+        """Everything a batch produces: outputs of its events, and dead letters."""
+        batch = sort_records(records)
+        produced = [self._set_aside(letter) for letter in batch.dead_letters]
+        for record, event in batch.events:
+            produced.extend(self.handle(record, event))
+        return produced
+
+    def handle(self, record: Record, event: Event) -> list[OutgoingRecord]:
+        """One event, exactly once: a recorded answer or a new, recorded one."""
+        store = self.service.store
+        self.stats.events += 1
+        try:
+            with store.transaction():
+                recorded = store.recorded_outputs(event.event_id)
+                if recorded is not None:
+                    self.stats.replayed += 1
+                    log.info("%s: %s seen before; re-sending", self.group, event.event_id)
+                    return recorded
+                traceparent = traceparent_of(record.headers)
+                produced = [
+                    outgoing(caused, traceparent=child_traceparent(traceparent))
+                    for caused in self.service.handle(event)
+                ]
+                store.record_outputs(event.event_id, produced)
+                return produced
+        except Exception as exc:
+            self.stats.handler_errors += 1
+            log.exception(
+                "%s: handling %s (%s) failed; set aside", self.group, event.event_id, event.type
+            )
+            return [self._set_aside(dead_letter(record, f"handler error: {exc!r}"))]
+
+    def _set_aside(self, letter: OutgoingRecord) -> OutgoingRecord:
+        self.stats.dead_letters += 1
+        return OutgoingRecord(
+            letter.topic,
+            letter.key,
+            letter.value,
+            (*letter.headers, (CONSUMER_HEADER, self.group.encode())),
+        )

@@ -1,0 +1,195 @@
+"""create_app: one gateway instance as a Starlette application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.types import ASGIApp
+
+from gateway.auth import TokenVerifier
+from gateway.bus import EventBus, open_bus
+from gateway.endpoint import WebSocketEndpoint
+from gateway.hub import Hub
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import CloseCode
+from gateway.pump import Pump
+from gateway.sessions import SessionStore, open_sessions
+from gateway.settings import Settings
+from gateway.storefront import StorefrontProxy, storefront_client
+
+log = logging.getLogger("orderpush.app")
+
+
+class Service(Protocol):
+    """Something started with the app and stopped with it (the demo's stubs)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class Gateway:
+    """The parts of one instance, reachable from routes as `app.state.gateway`."""
+
+    def __init__(self, settings: Settings, bus: EventBus, store: SessionStore) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.store = store
+        self.metrics = GatewayMetrics()
+        self.hub = Hub(self.metrics)
+        self.verifier = TokenVerifier(
+            settings.verify_key,
+            settings.jwt_algorithm,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+        self.pump = Pump(
+            bus,
+            store,
+            self.hub,
+            self.metrics,
+            group=settings.consumer_group,
+            client_id=settings.instance_id,
+            batch_max=settings.batch_max,
+        )
+        self.endpoint = WebSocketEndpoint(settings, self.verifier, self.hub, store, self.metrics)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.bus.start()
+        await self.store.start(self.hub.deliver)
+        await self.pump.start()
+        self._tasks = [
+            asyncio.create_task(self._heartbeat(), name="orderpush-leases"),
+            asyncio.create_task(self._sample_lag(), name="orderpush-lag"),
+        ]
+
+    async def stop(self) -> None:
+        # 1012: clients reconnect (to another instance) with their cursor.
+        self.hub.close_all(CloseCode.SERVICE_RESTART, "server restarting")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.pump.stop()
+        await self.store.stop()
+        await self.bus.stop()
+
+    async def _heartbeat(self) -> None:
+        """Refresh this instance's session leases well before they expire."""
+        while True:
+            await asyncio.sleep(self.settings.lease_ttl_s / 3)
+            try:
+                await self.store.refresh_leases(self.hub.user_ids())
+            except Exception:
+                log.exception("lease refresh failed")
+
+    async def _sample_lag(self) -> None:
+        while True:
+            self.metrics.consumer_lag.set(await self.pump.lag())
+            await asyncio.sleep(2.0)
+
+    def stats(self) -> dict[str, object]:
+        m = self.metrics
+        round_trips = getattr(self.store, "round_trips", None)
+        return {
+            "instance_id": self.settings.instance_id,
+            "connections": self.hub.connection_count(),
+            "users": len(self.hub.user_ids()),
+            "events_consumed": m.events_consumed._value.get(),
+            "frames_sent": m.frames_sent._value.get(),
+            "poison_records": m.poison_records._value.get(),
+            "stale_dropped": m.stale_dropped._value.get(),
+            "slow_client_closes": m.slow_closes._value.get(),
+            "consumer_lag": m.consumer_lag._value.get(),
+            "push_latency_ms": m.latency_quantiles_ms(),
+            "push_latency_buckets": m.latency_histogram(),
+            "session_round_trips": round_trips,
+            "uptime_s": round(time.time() - m.started_at, 1),
+        }
+
+
+def create_app(
+    settings: Settings,
+    *,
+    bus: EventBus | None = None,
+    store: SessionStore | None = None,
+    storefront: ASGIApp | None = None,
+    services: Sequence[Service] = (),
+) -> Starlette:
+    """A gateway instance. `storefront` mounts the stubs' API in-process (the
+    demo); otherwise `settings.storefront_url` is proxied under /api."""
+    settings = settings.validated()
+    gateway = Gateway(
+        settings,
+        bus or open_bus(settings.bus_url, topic_prefix=settings.topic_prefix),
+        store
+        or open_sessions(
+            settings.sessions_url,
+            settings.instance_id,
+            history_max=settings.history_max,
+            lease_ttl_s=settings.lease_ttl_s,
+        ),
+    )
+    link = storefront_client(storefront, settings.storefront_url)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "instance_id": settings.instance_id})
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def stats(request: Request) -> Response:
+        stats = gateway.stats()
+        stats["consumer_lag"] = await gateway.pump.lag()
+        return JSONResponse(stats)
+
+    routes: list[BaseRoute] = [
+        WebSocketRoute("/ws", gateway.endpoint.handle),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics),
+        Route("/api/stats", stats),
+    ]
+    from web.pages import page_routes
+
+    routes += page_routes(settings, link)
+    if storefront is not None:
+        routes.append(Mount("", app=storefront))
+    elif link is not None:
+        routes.append(
+            Route(
+                "/api/{path:path}",
+                StorefrontProxy(link),
+                methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            )
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for service in services:
+            await service.start()
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+            for service in reversed(services):
+                await service.stop()
+            if link is not None:
+                await link.aclose()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    return app

@@ -1,0 +1,448 @@
+"""The production bus: Apache Kafka through aiokafka.
+
+Topic names on the wire are `topic_prefix + logical`; everything this module
+hands back carries the logical name. Consumers never auto-commit: the caller
+commits only what it has handed on, so a crash means redelivery, never loss.
+Every aiokafka failure leaves this module as a `BusError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition as _KafkaTP
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    ConsumerStoppedError,
+    IllegalOperation,
+    KafkaError,
+    ProducerFenced,
+)
+
+from gateway.bus.base import BusError, OutgoingRecord, Record, TopicPartition
+
+log = logging.getLogger(__name__)
+
+# aiokafka raises a few errors outside its KafkaError tree.
+_KAFKA_ERRORS: tuple[type[BaseException], ...] = (
+    KafkaError,
+    ConsumerStoppedError,
+    IllegalOperation,
+)
+_TOPIC_ALREADY_EXISTS = 36
+_TOPIC_READY_TIMEOUT_S = 15.0
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Re-raise aiokafka's errors as BusError so callers handle one type."""
+    try:
+        yield
+    except _KAFKA_ERRORS as exc:
+        raise BusError(f"kafka: {what} failed: {exc!r}") from exc
+
+
+class KafkaEventBus:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic_prefix: str = "",
+        *,
+        partitions: int = 4,
+        replication_factor: int = 1,
+        linger_ms: int = 5,
+        fetch_max_wait_ms: int = 100,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic_prefix = topic_prefix
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.linger_ms = linger_ms
+        # Bounds how long a fetch for idle partitions can hold back records of
+        # partitions that just became fetchable (one fetch in flight per node).
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self._producer: Any = None
+        self._admin: Any = None
+        self._offsets_reader: Any = None  # ungrouped consumer: end offsets only
+        self._known_topics: set[str] = set()
+        self._consumers: set[KafkaConsumer] = set()
+        self._start_lock = asyncio.Lock()
+        self._started = False
+
+    # -- naming ------------------------------------------------------------
+
+    def wire_name(self, topic: str) -> str:
+        return self.topic_prefix + topic
+
+    def logical_name(self, wire: str) -> str:
+        return wire[len(self.topic_prefix) :] if wire.startswith(self.topic_prefix) else wire
+
+    def _ktp(self, tp: TopicPartition) -> Any:
+        return _KafkaTP(self.wire_name(tp.topic), tp.partition)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._started:
+                return
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap_servers,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=self.linger_ms,
+            )
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers,
+                group_id=None,
+                enable_auto_commit=False,
+            )
+            try:
+                with _translated(f"connecting to {self.bootstrap_servers}"):
+                    await producer.start()
+                    await admin.start()
+                    await reader.start()
+            except BaseException:
+                await _quietly(producer.stop(), admin.close(), reader.stop())
+                raise
+            self._producer, self._admin, self._offsets_reader = producer, admin, reader
+            self._started = True
+
+    async def stop(self) -> None:
+        for consumer in list(self._consumers):
+            await consumer.stop()
+        if self._started:
+            self._started = False
+            await _quietly(self._producer.stop(), self._admin.close(), self._offsets_reader.stop())
+
+    # -- topics ------------------------------------------------------------
+
+    async def _describe(self, wire_names: Sequence[str]) -> dict[str, list[int]]:
+        """Partitions that have a leader, per topic (missing topics: empty)."""
+        with _translated("describing topics"):
+            topics: list[dict[str, Any]] = await self._admin.describe_topics(list(wire_names))
+        return {
+            t["topic"]: sorted(p["partition"] for p in t["partitions"] if p["leader"] >= 0)
+            for t in topics
+        }
+
+    async def _ensure_topics(self, topics: Iterable[str]) -> None:
+        """Create missing topics and wait until they have leaders, so a new
+        subscription is assigned partitions at once instead of after the next
+        metadata refresh."""
+        await self.start()
+        missing = sorted({self.wire_name(t) for t in topics} - self._known_topics)
+        if not missing:
+            return
+        new = [NewTopic(name, self.partitions, self.replication_factor) for name in missing]
+        with _translated(f"creating topics {missing}"):
+            response = await self._admin.create_topics(new)
+        for result in response.to_object()["topic_errors"]:
+            if result["error_code"] not in (0, _TOPIC_ALREADY_EXISTS):
+                # E.g. no Create ACL: the topic may still exist or be
+                # auto-created, which the wait below finds out.
+                log.warning("kafka: cannot create topic %s: %s", result["topic"], result)
+        deadline = asyncio.get_running_loop().time() + _TOPIC_READY_TIMEOUT_S
+        while True:
+            ready = {name for name, parts in (await self._describe(missing)).items() if parts}
+            self._known_topics |= ready
+            pending = set(missing) - ready
+            if not pending:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise BusError(f"kafka: topics {sorted(pending)} have no partition leaders")
+            await asyncio.sleep(0.1)
+
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        await self._ensure_topics([topic])
+        wire = self.wire_name(topic)
+        partitions = (await self._describe([wire])).get(wire, [])
+        with _translated(f"reading end offsets of {wire}"):
+            ends: dict[Any, int] = await self._offsets_reader.end_offsets(
+                [_KafkaTP(wire, p) for p in partitions]
+            )
+        return {ktp.partition: offset for ktp, offset in ends.items()}
+
+    # -- producing ---------------------------------------------------------
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        if not records:
+            return
+        await self._ensure_topics({r.topic for r in records})
+        await _send_all(self._producer, self, records, "publishing")
+
+    # -- consuming ---------------------------------------------------------
+
+    async def consumer(
+        self,
+        topics: Sequence[str],
+        group: str,
+        *,
+        transactional: bool = False,
+        client_id: str | None = None,
+    ) -> KafkaConsumer:
+        await self._ensure_topics(topics)
+        consumer = KafkaConsumer(self, tuple(topics), group, transactional, client_id)
+        await consumer._start()
+        self._consumers.add(consumer)
+        return consumer
+
+
+async def _send_all(
+    producer: Any, bus: KafkaEventBus, records: Sequence[OutgoingRecord], what: str
+) -> None:
+    """Hand every record to the producer first (so they batch), then wait for
+    all acks. Each ack is awaited even after a failure, so none is left
+    dangling; a caller that retries may duplicate the ones that did land,
+    which readers tolerate (event ids, versions)."""
+    with _translated(what):
+        acks = [
+            await producer.send(
+                bus.wire_name(r.topic),
+                value=r.value,
+                key=r.key.encode(),
+                headers=list(r.headers),
+            )
+            for r in records
+        ]
+    results = await asyncio.gather(*acks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            with _translated(what):
+                raise result
+
+
+async def _quietly(*closers: Any) -> None:
+    """Run shutdown coroutines, logging instead of raising: stop must not fail."""
+    for closer in closers:
+        try:
+            await closer
+        except Exception:
+            log.warning("kafka: error while closing a client", exc_info=True)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    def __init__(self, owner: KafkaConsumer) -> None:
+        self._owner = owner
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._owner.revocations += 1
+        log.info("kafka: %s revoked %s", self._owner.name, sorted(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._owner.rebalances += 1
+        # Positions restart from the group's commits: forget local rewind marks.
+        self._owner._rewind_to.clear()
+        log.info("kafka: %s assigned %s", self._owner.name, sorted(assigned))
+
+
+class KafkaConsumer:
+    """One group member. `rebalances` counts completed assignments and
+    `revocations` the rebalances that took partitions away (for metrics)."""
+
+    def __init__(
+        self,
+        bus: KafkaEventBus,
+        topics: tuple[str, ...],
+        group: str,
+        transactional: bool,
+        client_id: str | None,
+    ) -> None:
+        self._bus = bus
+        self.topics = topics
+        self.group = group
+        self.client_id = client_id or f"orderpush-{uuid.uuid4().hex[:8]}"
+        self.name = f"{group}/{self.client_id}"
+        self.rebalances = 0
+        self.revocations = 0
+        self._transactional = transactional
+        self._transactional_id = f"{bus.topic_prefix}{group}-{self.client_id}"
+        self._txn_producer: Any = None
+        self._fenced = False
+        self._stopped = False
+        # Per partition, where to seek back to if a transaction fails: the last
+        # committed offset, else the first offset returned since assignment.
+        self._rewind_to: dict[Any, int] = {}
+        self._consumer: Any = AIOKafkaConsumer(
+            bootstrap_servers=bus.bootstrap_servers,
+            group_id=group,
+            client_id=self.client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            # Short enough that tests and failovers see a dead member quickly.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            fetch_max_wait_ms=bus.fetch_max_wait_ms,
+        )
+
+    async def _start(self) -> None:
+        try:
+            with _translated(f"starting consumer {self.name}"):
+                self._consumer.subscribe(
+                    [self._bus.wire_name(t) for t in self.topics], listener=_Listener(self)
+                )
+                await self._consumer.start()
+            if self._transactional:
+                # Fail now rather than on the first send if transactions are off.
+                await self._producer()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _producer(self) -> Any:
+        if self._fenced:
+            raise BusError(
+                f"kafka: transactional id {self._transactional_id!r} was taken over by "
+                "another member (fenced); stop this consumer"
+            )
+        if self._txn_producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bus.bootstrap_servers,
+                transactional_id=self._transactional_id,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=self._bus.linger_ms,
+                # An instance that dies mid-transaction holds back read_committed
+                # readers of those partitions until this expires (or until a
+                # successor with the same client_id starts and aborts it).
+                transaction_timeout_ms=15_000,
+            )
+            try:
+                # InitProducerId: fences an older producer with this id and
+                # aborts whatever transaction it left open.
+                with _translated(f"starting transactional producer {self._transactional_id}"):
+                    await producer.start()
+            except BaseException:
+                await _quietly(producer.stop())
+                raise
+            self._txn_producer = producer
+        return self._txn_producer
+
+    # -- Consumer protocol -------------------------------------------------
+
+    def assignment(self) -> frozenset[TopicPartition]:
+        if self._stopped:
+            return frozenset()
+        return frozenset(
+            TopicPartition(self._bus.logical_name(ktp.topic), ktp.partition)
+            for ktp in self._consumer.assignment()
+        )
+
+    async def getmany(self, timeout_ms: int = 1000, max_records: int = 500) -> list[Record]:
+        if self._stopped:
+            raise BusError("consumer is stopped")
+        with _translated(f"polling {self.name}"):
+            batches: dict[Any, list[Any]] = await self._consumer.getmany(
+                timeout_ms=timeout_ms, max_records=max_records
+            )
+        out: list[Record] = []
+        for ktp, batch in batches.items():
+            if not batch:
+                continue
+            batch = sorted(batch, key=lambda m: m.offset)
+            self._rewind_to.setdefault(ktp, batch[0].offset)
+            topic = self._bus.logical_name(ktp.topic)
+            out.extend(_record(topic, m) for m in batch)
+        return out
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        if self._stopped:
+            raise BusError("consumer is stopped")
+        kafka_offsets = {self._bus._ktp(tp): offset for tp, offset in offsets.items()}
+        # CommitFailedError (a rebalance took the partitions) lands here too:
+        # the new owner re-reads from the last commit, so nothing is lost.
+        with _translated(f"committing {dict(offsets)} for {self.name}"):
+            await self._consumer.commit(kafka_offsets)
+        self._rewind_to.update(kafka_offsets)
+
+    async def send_and_commit(
+        self, records: Sequence[OutgoingRecord], offsets: Mapping[TopicPartition, int]
+    ) -> None:
+        if not self._transactional:
+            raise BusError("send_and_commit needs a consumer opened with transactional=True")
+        if self._stopped:
+            raise BusError("consumer is stopped")
+        if not records and not offsets:
+            return
+        await self._bus._ensure_topics({r.topic for r in records})
+        producer = await self._producer()
+        kafka_offsets = {self._bus._ktp(tp): offset for tp, offset in offsets.items()}
+        try:
+            async with producer.transaction():
+                await _send_all(producer, self._bus, records, "transactional send")
+                if kafka_offsets:
+                    with _translated("adding offsets to the transaction"):
+                        await producer.send_offsets_to_transaction(kafka_offsets, self.group)
+        except BaseException as exc:
+            await self._after_failed_transaction(exc, kafka_offsets)
+            if isinstance(exc, _KAFKA_ERRORS):
+                raise BusError(f"kafka: transaction of {self.name} failed: {exc!r}") from exc
+            raise
+        self._rewind_to.update(kafka_offsets)
+
+    async def _after_failed_transaction(self, exc: BaseException, kafka_offsets: Any) -> None:
+        # The transaction was aborted (or is dead with its producer). Start the
+        # next one on a fresh producer, unless another member fenced us.
+        cause = exc.__cause__ if isinstance(exc, BusError) else exc
+        self._fenced = isinstance(cause, ProducerFenced)
+        producer, self._txn_producer = self._txn_producer, None
+        if producer is not None:
+            await _quietly(producer.stop())
+        # Our position is past the inputs whose outputs were just discarded;
+        # a later commit would skip them for good. Seek back to read them again.
+        assigned = self._consumer.assignment()
+        for ktp in kafka_offsets:
+            if ktp in assigned and ktp in self._rewind_to:
+                self._consumer.seek(ktp, self._rewind_to[ktp])
+
+    async def lag(self) -> int:
+        if self._stopped:
+            return 0
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return 0
+        with _translated(f"reading lag of {self.name}"):
+            # read_committed: the end is the last stable offset, i.e. what
+            # this member can actually still read.
+            ends: dict[Any, int] = await self._consumer.end_offsets(assigned)
+            positions = [await self._consumer.position(ktp) for ktp in assigned]
+        return sum(max(0, ends[ktp] - pos) for ktp, pos in zip(assigned, positions, strict=True))
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._bus._consumers.discard(self)
+        producer, self._txn_producer = self._txn_producer, None
+        # Leaving the group (not committing) hands the partitions over at once.
+        await _quietly(self._consumer.stop())
+        if producer is not None:
+            await _quietly(producer.stop())
+
+
+def _record(topic: str, message: Any) -> Record:
+    key: bytes | None = message.key
+    value: bytes | None = message.value
+    headers: Sequence[tuple[str, bytes | None]] = message.headers or ()
+    return Record(
+        topic=topic,
+        partition=int(message.partition),
+        offset=int(message.offset),
+        # Decode leniently: an outside producer's odd key must not stop the
+        # consumer; the value check downstream sets bad records aside.
+        key=key.decode("utf-8", "replace") if key is not None else None,
+        value=value if value is not None else b"",  # a tombstone is a poison record
+        timestamp_ms=int(message.timestamp),
+        headers=tuple((name, data if data is not None else b"") for name, data in headers),
+    )

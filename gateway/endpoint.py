@@ -1,0 +1,238 @@
+"""The WebSocket conversation at /ws (PROTOCOL.md section 2).
+
+auth -> welcome -> (replay + resumed | snapshot) -> live events, with ping,
+resume and re-auth at any time. Outgoing frames all go through the
+connection's queue, drained by one sender task, so their order is the order
+in which they were decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from gateway.auth import Claims, InvalidToken, TokenVerifier
+from gateway.hub import Close, Connection, Frame, Hub
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import (
+    SUBPROTOCOL,
+    Auth,
+    CloseCode,
+    ErrorMessage,
+    Ping,
+    ProtocolError,
+    Pong,
+    Resume,
+    Resumed,
+    SnapshotMessage,
+    Welcome,
+    parse_client_message,
+)
+from gateway.sessions.base import SessionStore
+from gateway.settings import Settings
+
+log = logging.getLogger("orderpush.ws")
+
+TOKEN_COOKIE = "orderpush_token"
+
+
+class TokenBucket:
+    """Per-connection rate limit on client messages (close 4029 when empty)."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate_per_s = rate_per_s
+        self.capacity = float(burst)
+        self.tokens = float(burst)
+        self.updated = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate_per_s)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class _Refused(Exception):
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class WebSocketEndpoint:
+    settings: Settings
+    verifier: TokenVerifier
+    hub: Hub
+    store: SessionStore
+    metrics: GatewayMetrics
+
+    async def handle(self, websocket: WebSocket) -> None:
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        try:
+            if not self._origin_allowed(websocket):
+                raise _Refused(CloseCode.ORIGIN_NOT_ALLOWED, "origin not allowed")
+            claims, cursor = await self._authenticate(websocket)
+        except _Refused as refused:
+            self.metrics.rejected.labels(refused.code.name.lower()).inc()
+            await websocket.close(refused.code, refused.reason)
+            return
+        except WebSocketDisconnect:
+            return
+        await self._serve(websocket, claims, cursor)
+
+    # -- before the conversation -----------------------------------------
+
+    def _origin_allowed(self, websocket: WebSocket) -> bool:
+        origin = websocket.headers.get("origin")
+        if origin is None:
+            return True  # not a browser (tools, services): nothing to protect
+        if "*" in self.settings.allowed_origins or origin in self.settings.allowed_origins:
+            return True
+        # Same origin as the page that served the script: the Host header.
+        return urlsplit(origin).netloc == websocket.headers.get("host")
+
+    async def _authenticate(self, websocket: WebSocket) -> tuple[Claims, str | None]:
+        """Token from the first message, else the cookie, else ?token=."""
+        token = websocket.cookies.get(TOKEN_COOKIE) or websocket.query_params.get("token")
+        cursor: str | None = None
+        if token is None:
+            try:
+                data = await asyncio.wait_for(websocket.receive_text(), self.settings.auth_timeout_s)
+            except TimeoutError:
+                raise _Refused(CloseCode.AUTH_TIMEOUT, "no auth in time") from None
+            except KeyError:  # a binary frame: receive_text finds no "text"
+                raise _Refused(CloseCode.AUTH_TIMEOUT, "first message must be auth") from None
+            try:
+                message = parse_client_message(data)
+            except ProtocolError as exc:
+                raise _Refused(CloseCode.AUTH_TIMEOUT, f"first message must be auth: {exc}") from None
+            if not isinstance(message, Auth):
+                raise _Refused(CloseCode.AUTH_TIMEOUT, "first message must be auth")
+            token, cursor = message.token, message.cursor
+        try:
+            return self.verifier.verify(token), cursor
+        except InvalidToken as exc:
+            # The reason names the check that failed, never the token itself.
+            raise _Refused(CloseCode.TOKEN_INVALID, f"token invalid: {exc}"[:120]) from None
+
+    # -- the conversation ------------------------------------------------
+
+    async def _serve(self, websocket: WebSocket, claims: Claims, cursor: str | None) -> None:
+        conn = Connection(
+            claims.user_id, uuid.uuid4().hex, self.settings.send_queue_max, self.metrics
+        )
+        if self.hub.add(conn):
+            await self.store.add_session(conn.user_id)
+        sender = asyncio.create_task(self._send_loop(websocket, conn))
+        expiry = asyncio.create_task(self._close_at_expiry(conn, claims.expires_at))
+        try:
+            conn.send(Welcome(conn.user_id, conn.connection_id, self.settings.heartbeat_s))
+            await self._sync(conn, cursor)
+            await self._receive_loop(websocket, conn, expiry)
+        except Exception:
+            log.exception("connection %s failed", conn.connection_id)
+            conn.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            expiry.cancel()
+            if self.hub.remove(conn):
+                with contextlib.suppress(Exception):
+                    await self.store.remove_session(conn.user_id)
+            if conn.closing is not None:
+                # Give the sender a moment to flush what precedes the close frame.
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(sender), 1.0)
+            sender.cancel()
+
+    async def _sync(self, conn: Connection, cursor: str | None) -> None:
+        """Replay what the client missed since `cursor`, or send a snapshot."""
+        conn.begin_sync(None)
+        history = (
+            await self.store.history_since(conn.user_id, cursor) if cursor is not None else None
+        )
+        if cursor is not None and history is not None:
+            conn.begin_sync(cursor)
+            replayed = conn.replay(history)
+            conn.send(Resumed(replayed, conn.cursor or cursor))
+        else:
+            snapshot = await self.store.snapshot(conn.user_id)
+            conn.seed(snapshot)
+            conn.send(SnapshotMessage(snapshot.orders, snapshot.cursor))
+        conn.go_live()
+
+    async def _receive_loop(
+        self, websocket: WebSocket, conn: Connection, expiry: asyncio.Task[None]
+    ) -> None:
+        bucket = TokenBucket(self.settings.rate_limit_per_s, self.settings.rate_limit_burst)
+        while conn.closing is None:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if not bucket.take():
+                conn.close(CloseCode.RATE_LIMITED, "rate limited")
+                return
+            data = message.get("text")
+            if data is None:
+                conn.send(ErrorMessage("bad_message", "frames must be text (JSON)"))
+                continue
+            try:
+                parsed = parse_client_message(data)
+            except ProtocolError as exc:
+                conn.send(ErrorMessage(exc.code, exc.message))
+                continue
+            if isinstance(parsed, Ping):
+                conn.send(Pong())
+            elif isinstance(parsed, Resume):
+                await self._sync(conn, parsed.cursor)
+            elif isinstance(parsed, Auth):
+                expiry = self._reauthenticate(conn, parsed, expiry)
+                if parsed.cursor is not None and conn.closing is None:
+                    await self._sync(conn, parsed.cursor)
+
+    def _reauthenticate(
+        self, conn: Connection, message: Auth, expiry: asyncio.Task[None]
+    ) -> asyncio.Task[None]:
+        """A fresh token for the same user extends the connection's life; a
+        token of another user closes it (a socket never changes hands)."""
+        try:
+            claims = self.verifier.verify(message.token)
+        except InvalidToken as exc:
+            conn.close(CloseCode.TOKEN_INVALID, f"token invalid: {exc}"[:120])
+            return expiry
+        if claims.user_id != conn.user_id:
+            conn.close(CloseCode.TOKEN_INVALID, "token is for another user")
+            return expiry
+        expiry.cancel()
+        return asyncio.create_task(self._close_at_expiry(conn, claims.expires_at))
+
+    async def _close_at_expiry(self, conn: Connection, expires_at: float) -> None:
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        conn.close(CloseCode.TOKEN_INVALID, "token expired")
+
+    async def _send_loop(self, websocket: WebSocket, conn: Connection) -> None:
+        while True:
+            item = await conn.queue.get()
+            if isinstance(item, Close):
+                with contextlib.suppress(Exception):
+                    await websocket.close(item.code, item.reason)
+                return
+            assert isinstance(item, Frame)
+            try:
+                await websocket.send_text(item.text)
+            except Exception:
+                conn.close(CloseCode.GOING_AWAY)
+                return
+            if item.produced_ms:
+                self.metrics.frames_sent.inc()
+                self.metrics.observe_push(item.produced_ms)

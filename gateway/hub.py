@@ -1,0 +1,183 @@
+"""Local connections of one gateway instance and their bounded send queues.
+
+The hub never awaits: `deliver` only checks and enqueues, so a slow socket
+can never stall the consumer loop. A socket whose queue is full is closed
+with 4009 instead (its client resumes with its cursor and loses nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import CloseCode, ServerMessage, encode, event_frame
+from gateway.sessions.base import Delivery, Snapshot, cursor_key
+
+log = logging.getLogger("orderpush.hub")
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Queue item telling the sender to close the socket."""
+
+    code: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    text: str
+    produced_ms: int = 0
+
+
+QueueItem = Frame | Close
+
+
+class Connection:
+    """One authenticated socket: what it was sent, and what it still has to get.
+
+    While it synchronises (replay or snapshot), live deliveries wait in
+    `_pending`; afterwards each delivery goes through `_push`, which drops what
+    the client already has: cursors not newer than the last one sent, and
+    order.* events whose version is not newer than the one already shown.
+    """
+
+    def __init__(
+        self, user_id: str, connection_id: str, queue_max: int, metrics: GatewayMetrics
+    ) -> None:
+        self.user_id = user_id
+        self.connection_id = connection_id
+        self.queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+        self._queue_max = queue_max
+        self._metrics = metrics
+        self._versions: dict[str, int] = {}
+        self._last_cursor: tuple[int, int] = (0, 0)
+        self.cursor: str | None = None
+        self._syncing = True
+        self._pending: list[tuple[Delivery, str]] = []
+        self.closing: Close | None = None
+
+    # -- queueing --------------------------------------------------------
+
+    def _enqueue(self, frame: Frame) -> None:
+        if self.closing is not None:
+            return
+        if self.queue.qsize() >= self._queue_max:
+            self._metrics.slow_closes.inc()
+            self.close(CloseCode.CLIENT_TOO_SLOW, "send buffer full")
+            return
+        self.queue.put_nowait(frame)
+
+    def send(self, message: ServerMessage) -> None:
+        self._enqueue(Frame(encode(message)))
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Ask the sender to close the socket once; later items are dropped."""
+        if self.closing is None:
+            self.closing = Close(code, reason)
+            self.queue.put_nowait(self.closing)
+
+    # -- events ----------------------------------------------------------
+
+    def offer(self, delivery: Delivery, frame: str) -> None:
+        """A live delivery for this connection's user."""
+        if self._syncing:
+            if len(self._pending) >= self._queue_max:
+                self._metrics.slow_closes.inc()
+                self.close(CloseCode.CLIENT_TOO_SLOW, "send buffer full")
+                return
+            self._pending.append((delivery, frame))
+            return
+        self._push(delivery, frame)
+
+    def _push(self, delivery: Delivery, frame: str) -> bool:
+        event = delivery.event
+        if delivery.user_id != self.user_id or event.user_id != self.user_id:
+            # Never reachable through the hub's routing; kept as the last line
+            # of defence for the one rule that must never break.
+            log.error("refused to push %s's event to %s", event.user_id, self.user_id)
+            return False
+        key = cursor_key(delivery.cursor)
+        if key <= self._last_cursor:
+            return False
+        self._last_cursor = key
+        self.cursor = delivery.cursor
+        if event.is_order_event and event.version is not None:
+            known = self._versions.get(event.order_id)
+            if known is not None and event.version <= known:
+                self._metrics.stale_dropped.inc()
+                return False
+            self._versions[event.order_id] = event.version
+        self._enqueue(Frame(frame, delivery.produced_ms))
+        return True
+
+    def begin_sync(self, cursor: str | None) -> None:
+        """Start a replay from `cursor` (None: from a snapshot, seeded later)."""
+        self._syncing = True
+        self._versions.clear()
+        self._last_cursor = cursor_key(cursor) if cursor else (0, 0)
+        self.cursor = cursor
+
+    def replay(self, deliveries: Iterable[Delivery]) -> int:
+        return sum(self._push(d, event_frame(d.cursor, d.raw)) for d in deliveries)
+
+    def seed(self, snapshot: Snapshot) -> None:
+        self._versions = {o.order_id: o.version for o in snapshot.orders}
+        self._last_cursor = cursor_key(snapshot.cursor)
+        self.cursor = snapshot.cursor
+
+    def go_live(self) -> None:
+        self._syncing = False
+        pending, self._pending = self._pending, []
+        for delivery, frame in pending:
+            self._push(delivery, frame)
+
+
+class Hub:
+    """user_id -> this instance's connections of that user."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self._metrics = metrics
+        self._users: dict[str, set[Connection]] = {}
+
+    def add(self, conn: Connection) -> bool:
+        """Register; True when it is the user's first socket on this instance."""
+        conns = self._users.setdefault(conn.user_id, set())
+        conns.add(conn)
+        self._metrics.connections.inc()
+        return len(conns) == 1
+
+    def remove(self, conn: Connection) -> bool:
+        """Unregister; True when the user has no socket left on this instance."""
+        conns = self._users.get(conn.user_id)
+        if conns is None or conn not in conns:
+            return False
+        conns.discard(conn)
+        self._metrics.connections.dec()
+        if not conns:
+            del self._users[conn.user_id]
+            return True
+        return False
+
+    def deliver(self, deliveries: Sequence[Delivery]) -> None:
+        for delivery in deliveries:
+            conns = self._users.get(delivery.user_id)
+            if not conns:
+                continue
+            frame = event_frame(delivery.cursor, delivery.raw)
+            for conn in conns:
+                conn.offer(delivery, frame)
+
+    def user_ids(self) -> list[str]:
+        return list(self._users)
+
+    def connection_count(self) -> int:
+        return sum(len(c) for c in self._users.values())
+
+    def close_all(self, code: int, reason: str = "") -> None:
+        for conns in self._users.values():
+            for conn in conns:
+                conn.close(code, reason)

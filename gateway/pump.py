@@ -1,0 +1,116 @@
+"""The consumer loop: bus -> replay history and routing -> local sockets.
+
+Offsets are committed only after the events before them were handed on
+(appended to their users' histories and routed), so a crash means
+redelivery, never loss; the store drops redelivered events by event_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from gateway.bus.base import BusError, Consumer, EventBus, Record, next_offsets
+from gateway.bus.poison import sort_records
+from gateway.events import TOPICS
+from gateway.hub import Hub
+from gateway.metrics import GatewayMetrics
+from gateway.sessions.base import Incoming, SessionStore
+
+log = logging.getLogger("orderpush.pump")
+
+RETRY_MAX_S = 5.0
+
+
+class Pump:
+    def __init__(
+        self,
+        bus: EventBus,
+        store: SessionStore,
+        hub: Hub,
+        metrics: GatewayMetrics,
+        *,
+        group: str,
+        client_id: str,
+        batch_max: int = 500,
+    ) -> None:
+        self.bus = bus
+        self.store = store
+        self.hub = hub
+        self.metrics = metrics
+        self.group = group
+        self.client_id = client_id
+        self.batch_max = batch_max
+        self.consumer: Consumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    async def start(self) -> None:
+        self.consumer = await self.bus.consumer(TOPICS, self.group, client_id=self.client_id)
+        self._task = asyncio.create_task(self._run(self.consumer), name="orderpush-pump")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def _run(self, consumer: Consumer) -> None:
+        delay_s = 0.1
+        while True:
+            try:
+                records = await consumer.getmany(timeout_ms=500, max_records=self.batch_max)
+                if records:
+                    await self.handle(consumer, records)
+                delay_s = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A broker or Redis outage: back off and go on; what was not
+                # committed is read again.
+                log.exception("consumer loop failed; retrying in %.1fs", delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(RETRY_MAX_S, delay_s * 2)
+
+    async def handle(self, consumer: Consumer, records: list[Record]) -> None:
+        batch = sort_records(records)
+        if batch.dead_letters:
+            self.metrics.poison_records.inc(len(batch.dead_letters))
+            await self.bus.publish(batch.dead_letters)
+        incoming = [Incoming(event, rec.value, rec.timestamp_ms) for rec, event in batch.events]
+        await self._hand_on(incoming)
+        self.metrics.events_consumed.inc(len(incoming))
+        try:
+            await consumer.commit(next_offsets(records))
+        except BusError as exc:
+            # Lost the partition in a rebalance: its new owner reads these
+            # records again and the store drops the duplicates.
+            log.warning("commit failed, records will be redelivered: %s", exc)
+        self.batches += 1
+
+    async def _hand_on(self, incoming: list[Incoming]) -> None:
+        """Append + route, retried until it succeeds: committing past events
+        that were never handed on would lose them."""
+        delay_s = 0.1
+        while True:
+            try:
+                deliveries = await self.store.publish(incoming)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("session store unavailable; retrying in %.1fs", delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(RETRY_MAX_S, delay_s * 2)
+        self.hub.deliver(deliveries)
+
+    async def lag(self) -> int:
+        if self.consumer is None:
+            return 0
+        try:
+            return await self.consumer.lag()
+        except Exception:
+            return -1

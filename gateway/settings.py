@@ -1,0 +1,159 @@
+"""Configuration from flags and ORDERPUSH_* environment variables.
+
+Every value is checked at start; a bad one raises ConfigError naming the
+flag or variable, so an operator never finds out at the first connection.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+DEV_SECRET = "orderpush-dev-secret-change-me-0123456789"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names flag and variable."""
+
+
+def _default_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bus_url: str = "memory://"
+    sessions_url: str = "memory://"
+    topic_prefix: str = ""
+    consumer_group: str = "gateway"
+    instance_id: str = field(default_factory=_default_instance_id)
+    jwt_secret: str = DEV_SECRET
+    jwt_algorithm: str = "HS256"
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    dev_mode: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    storefront_url: str | None = None
+    heartbeat_s: float = 25.0
+    auth_timeout_s: float = 10.0
+    lease_ttl_s: float = 30.0
+    history_max: int = 1000
+    send_queue_max: int = 1000
+    max_message_bytes: int = 64 * 1024
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 40
+    batch_max: int = 500
+
+    @property
+    def verify_key(self) -> str:
+        return self.jwt_public_key if self.jwt_public_key else self.jwt_secret
+
+    def validated(self) -> Settings:
+        check_url("--bus", "ORDERPUSH_BUS", self.bus_url, ("memory", "kafka"))
+        check_url("--sessions", "ORDERPUSH_SESSIONS", self.sessions_url, ("memory", "redis"))
+        if self.storefront_url is not None:
+            check_url(
+                "--storefront-url", "ORDERPUSH_STOREFRONT_URL", self.storefront_url, ("http", "https")
+            )
+        if self.jwt_algorithm not in ("HS256", "RS256", "ES256"):
+            raise ConfigError(
+                f"ORDERPUSH_JWT_ALGORITHM: {self.jwt_algorithm!r} is not one of HS256, RS256, ES256"
+            )
+        if self.jwt_algorithm != "HS256" and not self.jwt_public_key:
+            raise ConfigError(
+                f"ORDERPUSH_JWT_PUBLIC_KEY is required with ORDERPUSH_JWT_ALGORITHM={self.jwt_algorithm}"
+            )
+        if self.jwt_algorithm == "HS256" and len(self.jwt_secret) < 32:
+            raise ConfigError("ORDERPUSH_JWT_SECRET must be at least 32 characters for HS256")
+        for name, value in (
+            ("ORDERPUSH_HEARTBEAT_S", self.heartbeat_s),
+            ("ORDERPUSH_AUTH_TIMEOUT_S", self.auth_timeout_s),
+            ("ORDERPUSH_LEASE_TTL_S", self.lease_ttl_s),
+            ("ORDERPUSH_HISTORY_MAX", self.history_max),
+            ("ORDERPUSH_SEND_QUEUE_MAX", self.send_queue_max),
+            ("ORDERPUSH_MAX_MESSAGE_BYTES", self.max_message_bytes),
+            ("ORDERPUSH_RATE_LIMIT_PER_S", self.rate_limit_per_s),
+            ("ORDERPUSH_RATE_LIMIT_BURST", self.rate_limit_burst),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        return self
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def check_url(flag: str, env: str, url: str, schemes: tuple[str, ...]) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        allowed = ", ".join(f"{s}://" for s in schemes)
+        raise ConfigError(f"{flag} / {env}: {url!r} must start with one of {allowed}")
+    if parts.scheme in ("kafka", "redis", "http", "https") and not parts.netloc:
+        raise ConfigError(f"{flag} / {env}: {url!r} names no host")
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number") from None
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not an integer") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: {raw!r} is not a boolean (true/false)")
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ORDERPUSH_* variables (flags are applied on top by the CLI)."""
+    env = os.environ if env is None else env
+    base = Settings()
+    origins = tuple(o.strip() for o in env.get("ORDERPUSH_ALLOWED_ORIGINS", "").split(",") if o.strip())
+    return Settings(
+        bus_url=env.get("ORDERPUSH_BUS", base.bus_url),
+        sessions_url=env.get("ORDERPUSH_SESSIONS", base.sessions_url),
+        topic_prefix=env.get("ORDERPUSH_TOPIC_PREFIX", base.topic_prefix),
+        consumer_group=env.get("ORDERPUSH_CONSUMER_GROUP", base.consumer_group),
+        instance_id=env.get("ORDERPUSH_INSTANCE_ID") or base.instance_id,
+        jwt_secret=env.get("ORDERPUSH_JWT_SECRET", base.jwt_secret),
+        jwt_algorithm=env.get("ORDERPUSH_JWT_ALGORITHM", base.jwt_algorithm),
+        jwt_public_key=env.get("ORDERPUSH_JWT_PUBLIC_KEY") or None,
+        jwt_audience=env.get("ORDERPUSH_JWT_AUDIENCE") or None,
+        jwt_issuer=env.get("ORDERPUSH_JWT_ISSUER") or None,
+        dev_mode=_bool(env, "ORDERPUSH_DEV_MODE", base.dev_mode),
+        allowed_origins=origins,
+        storefront_url=env.get("ORDERPUSH_STOREFRONT_URL") or None,
+        heartbeat_s=_float(env, "ORDERPUSH_HEARTBEAT_S", base.heartbeat_s),
+        auth_timeout_s=_float(env, "ORDERPUSH_AUTH_TIMEOUT_S", base.auth_timeout_s),
+        lease_ttl_s=_float(env, "ORDERPUSH_LEASE_TTL_S", base.lease_ttl_s),
+        history_max=_int(env, "ORDERPUSH_HISTORY_MAX", base.history_max),
+        send_queue_max=_int(env, "ORDERPUSH_SEND_QUEUE_MAX", base.send_queue_max),
+        max_message_bytes=_int(env, "ORDERPUSH_MAX_MESSAGE_BYTES", base.max_message_bytes),
+        rate_limit_per_s=_float(env, "ORDERPUSH_RATE_LIMIT_PER_S", base.rate_limit_per_s),
+        rate_limit_burst=_int(env, "ORDERPUSH_RATE_LIMIT_BURST", base.rate_limit_burst),
+    )

@@ -1,0 +1,52 @@
+"""How the gateway reaches the storefront API of the backend stubs.
+
+In the demo the storefront is an ASGI app in the same process; in a
+distributed deployment it is another process at ORDERPUSH_STOREFRONT_URL and
+the gateway proxies `/api/*` to it, so pages and the API share an origin.
+"""
+
+from __future__ import annotations
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp
+
+# Request headers worth passing on; hop-by-hop ones and cookies stay here.
+FORWARDED_HEADERS = ("authorization", "content-type", "idempotency-key", "traceparent", "accept")
+
+
+def storefront_client(app: ASGIApp | None, url: str | None) -> httpx.AsyncClient | None:
+    """An HTTP client for the storefront, in-process or remote (None: neither)."""
+    if app is not None:
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://storefront")
+    if url is not None:
+        return httpx.AsyncClient(base_url=url, timeout=10.0)
+    return None
+
+
+class StorefrontProxy:
+    """`/api/...` forwarded to the remote storefront (distributed mode)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def __call__(self, request: Request) -> Response:
+        headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
+        try:
+            upstream = await self.client.request(
+                request.method,
+                request.url.path,
+                params=request.query_params.multi_items(),
+                content=await request.body(),
+                headers=headers,
+            )
+        except httpx.HTTPError as exc:
+            return JSONResponse(
+                {"error": "storefront_unavailable", "message": str(exc)}, status_code=502
+            )
+        return Response(
+            upstream.content,
+            status_code=upstream.status_code,
+            media_type=upstream.headers.get("content-type"),
+        )
