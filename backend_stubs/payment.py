@@ -91,6 +91,7 @@ class PaymentService:
     def __init__(self, store: Store, bus: EventBus) -> None:
         self.store = store
         self.bus = bus
+        store.migrate(_SCHEMA)
         # Serializes retries of one (user, Idempotency-Key) inside this
         # process, so two concurrent retries cannot both create an order.
         self._key_locks: dict[tuple[str, str], asyncio.Lock] = {}

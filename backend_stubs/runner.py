@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -110,24 +110,35 @@ class RunnerStats:
     bus_errors: int = 0
 
 
-class ServiceRunner:
-    """Runs one service's consume loop as a background task."""
+class ConsumeLoop:
+    """A consumer-group member polling in a background task.
+
+    Shared by the saga services and the order view: joins the group, hands
+    every non-empty batch to `on_batch` (which commits what it handled), and
+    on any error leaves the group and joins again, because the consumer's
+    position is past records that were not committed and only a new member
+    starts again from the commit (redelivery, never loss).
+    """
 
     def __init__(
         self,
         bus: EventBus,
-        service: Service,
+        topics: Sequence[str],
+        group: str,
+        on_batch: Callable[[Consumer, list[Record]], Awaitable[None]],
         *,
-        group: str | None = None,
+        transactional: bool,
         poll_timeout_ms: int = 500,
         retry_backoff_s: float = 1.0,
     ) -> None:
         self.bus = bus
-        self.service = service
-        self.group = group or service.name
+        self.topics = tuple(topics)
+        self.group = group
+        self.on_batch = on_batch
+        self.transactional = transactional
         self.poll_timeout_ms = poll_timeout_ms
         self.retry_backoff_s = retry_backoff_s
-        self.stats = RunnerStats()
+        self.errors = 0
         self._consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -136,7 +147,7 @@ class ServiceRunner:
         # Join the group here rather than in the task, so an unreachable bus
         # fails `start()` instead of being logged forever in the background.
         self._consumer = await self._open()
-        self._task = asyncio.create_task(self._run(), name=f"stub:{self.service.name}")
+        self._task = asyncio.create_task(self._run(), name=f"consume:{self.group}")
 
     async def stop(self, timeout_s: float = 5.0) -> None:
         """Finish the batch in hand (bounded by `timeout_s`), then leave the group."""
@@ -150,7 +161,7 @@ class ServiceRunner:
         await self._drop_consumer(timeout_s)
 
     async def _open(self) -> Consumer:
-        return await self.bus.consumer(list(self.service.topics), self.group, transactional=True)
+        return await self.bus.consumer(self.topics, self.group, transactional=self.transactional)
 
     async def _drop_consumer(self, timeout_s: float = 5.0) -> None:
         consumer, self._consumer = self._consumer, None
@@ -166,26 +177,72 @@ class ServiceRunner:
                 if self._consumer is None:
                     self._consumer = await self._open()
                 records = await self._consumer.getmany(timeout_ms=self.poll_timeout_ms)
-                if not records:
-                    continue
-                produced = self.process(records)
-                await self._consumer.send_and_commit(produced, next_offsets(records))
-                self.stats.batches += 1
+                if records:
+                    await self.on_batch(self._consumer, records)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                self.stats.bus_errors += 1
-                log.exception("%s: bus error; rejoining the group to get redelivery", self.group)
-                # The consumer's position is past records that were not
-                # committed; only a new member starts again from the commit.
+                self.errors += 1
+                log.exception("%s: consume loop error; rejoining the group", self.group)
                 await self._drop_consumer()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.retry_backoff_s)
 
+
+def set_aside(letter: OutgoingRecord, group: str) -> OutgoingRecord:
+    """A dead letter tagged with the consumer group that refused it."""
+    return OutgoingRecord(
+        letter.topic, letter.key, letter.value, (*letter.headers, (CONSUMER_HEADER, group.encode()))
+    )
+
+
+class ServiceRunner:
+    """Runs one service: its transactional consume loop and its ledger."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        service: Service,
+        *,
+        group: str | None = None,
+        poll_timeout_ms: int = 500,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
+        self.service = service
+        self.group = group or service.name
+        self.stats = RunnerStats()
+        self.loop = ConsumeLoop(
+            bus,
+            service.topics,
+            self.group,
+            self._on_batch,
+            transactional=True,
+            poll_timeout_ms=poll_timeout_ms,
+            retry_backoff_s=retry_backoff_s,
+        )
+
+    async def start(self) -> None:
+        await self.loop.start()
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        await self.loop.stop(timeout_s)
+
+    async def _on_batch(self, consumer: Consumer, records: list[Record]) -> None:
+        produced = self.process(records)
+        try:
+            await consumer.send_and_commit(produced, next_offsets(records))
+        except Exception:
+            # Counted here; the loop rejoins, and the redelivered inputs are
+            # answered from the ledger with the same outputs.
+            self.stats.bus_errors += 1
+            raise
+        self.stats.batches += 1
+
     def process(self, records: Sequence[Record]) -> list[OutgoingRecord]:
         """Everything a batch produces: outputs of its events, and dead letters."""
         batch = sort_records(records)
-        produced = [self._set_aside(letter) for letter in batch.dead_letters]
+        self.stats.dead_letters += len(batch.dead_letters)
+        produced = [set_aside(letter, self.group) for letter in batch.dead_letters]
         for record, event in batch.events:
             produced.extend(self.handle(record, event))
         return produced
@@ -210,16 +267,8 @@ class ServiceRunner:
                 return produced
         except Exception as exc:
             self.stats.handler_errors += 1
+            self.stats.dead_letters += 1
             log.exception(
                 "%s: handling %s (%s) failed; set aside", self.group, event.event_id, event.type
             )
-            return [self._set_aside(dead_letter(record, f"handler error: {exc!r}"))]
-
-    def _set_aside(self, letter: OutgoingRecord) -> OutgoingRecord:
-        self.stats.dead_letters += 1
-        return OutgoingRecord(
-            letter.topic,
-            letter.key,
-            letter.value,
-            (*letter.headers, (CONSUMER_HEADER, self.group.encode())),
-        )
+            return [set_aside(dead_letter(record, f"handler error: {exc!r}"), self.group)]

@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS outputs (
 class Store:
     """One SQLite connection in autocommit mode; `transaction()` groups writes."""
 
-    def __init__(self, path: str | Path = MEMORY, *, schema: str = "") -> None:
+    def __init__(self, path: str | Path = MEMORY) -> None:
         self.path = str(path)
         # isolation_level=None: no implicit transactions, so BEGIN/COMMIT are
         # exactly where `transaction()` puts them and nothing else commits.
@@ -55,16 +55,20 @@ class Store:
         if self.path != MEMORY:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(_LEDGER_SCHEMA + schema)
+        self.conn.executescript(_LEDGER_SCHEMA)
         self._depth = 0
 
     @classmethod
-    def open(cls, data_dir: Path | None, name: str, *, schema: str = "") -> Store:
+    def open(cls, data_dir: Path | None, name: str) -> Store:
         """`<data_dir>/<name>.sqlite3`, or a private in-memory database."""
         if data_dir is None:
-            return cls(MEMORY, schema=schema)
+            return cls(MEMORY)
         data_dir.mkdir(parents=True, exist_ok=True)
-        return cls(data_dir / f"{name}.sqlite3", schema=schema)
+        return cls(data_dir / f"{name}.sqlite3")
+
+    def migrate(self, schema: str) -> None:
+        """Create the service's tables (idempotent `CREATE ... IF NOT EXISTS`)."""
+        self.conn.executescript(schema)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -100,6 +100,15 @@ pid_alive() {
     echo "$pid"
 }
 
+# proc_running PID : alive and not a zombie (a daemon's parent is init, which
+# may reap it late; kill -0 succeeds on a zombie).
+proc_running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    local state
+    state="$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 who_listens() {
@@ -317,7 +326,7 @@ wait_ready() {
         --topics "$TOPICS" --partitions "$TOPIC_PARTITIONS" --warm >"$ready_log" 2>&1 &
     local checker=$!
     while kill -0 "$checker" 2>/dev/null; do
-        if [ -n "$kpid" ] && ! kill -0 "$kpid" 2>/dev/null; then
+        if [ -n "$kpid" ] && ! proc_running "$kpid"; then
             kill "$checker" 2>/dev/null || true
             wait "$checker" 2>/dev/null || true
             rm -f "$KAFKA_PID"
@@ -334,12 +343,12 @@ wait_ready() {
 wait_exit() {  # wait_exit PID SECONDS NAME : SIGKILL after SECONDS
     local pid="$1" secs="$2" name="$3"
     for _ in $(seq $((secs * 10))); do
-        kill -0 "$pid" 2>/dev/null || { say "$name: stopped (pid $pid)"; return 0; }
+        proc_running "$pid" || { say "$name: stopped (pid $pid)"; return 0; }
         sleep 0.1
     done
     warn "$name: pid $pid still running after ${secs}s: SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    for _ in $(seq 50); do proc_running "$pid" || return 0; sleep 0.1; done
     die "$name: pid $pid did not exit"
 }
 

@@ -137,29 +137,39 @@ class KafkaEventBus:
     async def _ensure_topics(self, topics: Iterable[str]) -> None:
         """Create missing topics and wait until they have leaders, so a new
         subscription is assigned partitions at once instead of after the next
-        metadata refresh."""
+        metadata refresh. Retries for a while: a broker that is just starting
+        refuses requests or cannot place replicas yet."""
         await self.start()
         missing = sorted({self.wire_name(t) for t in topics} - self._known_topics)
-        if not missing:
-            return
-        new = [NewTopic(name, self.partitions, self.replication_factor) for name in missing]
-        with _translated(f"creating topics {missing}"):
-            response = await self._admin.create_topics(new)
-        for result in response.to_object()["topic_errors"]:
-            if result["error_code"] not in (0, _TOPIC_ALREADY_EXISTS):
-                # E.g. no Create ACL: the topic may still exist or be
-                # auto-created, which the wait below finds out.
-                log.warning("kafka: cannot create topic %s: %s", result["topic"], result)
         deadline = asyncio.get_running_loop().time() + _TOPIC_READY_TIMEOUT_S
-        while True:
-            ready = {name for name, parts in (await self._describe(missing)).items() if parts}
-            self._known_topics |= ready
-            pending = set(missing) - ready
-            if not pending:
+        problem = ""
+        while missing:
+            try:
+                problem = await self._create_and_describe(missing)
+            except BusError as exc:
+                problem = str(exc)
+            missing = [name for name in missing if name not in self._known_topics]
+            if not missing:
                 return
             if asyncio.get_running_loop().time() > deadline:
-                raise BusError(f"kafka: topics {sorted(pending)} have no partition leaders")
-            await asyncio.sleep(0.1)
+                raise BusError(f"kafka: topics {missing} not available: {problem}")
+            await asyncio.sleep(0.2)
+
+    async def _create_and_describe(self, wire_names: list[str]) -> str:
+        """One attempt: returns the last creation problem ("" if none)."""
+        new = [NewTopic(name, self.partitions, self.replication_factor) for name in wire_names]
+        with _translated(f"creating topics {wire_names}"):
+            response = await self._admin.create_topics(new)
+        problem = ""
+        for result in response.to_object()["topic_errors"]:
+            if result["error_code"] not in (0, _TOPIC_ALREADY_EXISTS):
+                # No Create ACL, or a broker not ready to place replicas: the
+                # topic may still exist or be auto-created; describe tells.
+                problem = f"cannot create {result['topic']}: {result['error_message']}"
+                log.debug("kafka: %s", problem)
+        described = await self._describe(wire_names)
+        self._known_topics |= {name for name, parts in described.items() if parts}
+        return problem
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         await self._ensure_topics([topic])

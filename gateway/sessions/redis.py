@@ -151,7 +151,8 @@ class RedisSessionStore:
             raise SessionStoreError("history_max, lease_ttl_s and dedupe_ttl_s must be positive")
         try:
             # Lazy: nothing connects before start(); a malformed URL fails here.
-            self._redis = Redis.from_url(url)
+            # Named so `CLIENT LIST` shows which instance a connection belongs to.
+            self._redis = Redis.from_url(url, client_name=f"orderpush:{instance_id}")
         except ValueError as exc:
             raise SessionStoreError(f"sessions URL {self.url!r}: {exc}") from None
         self.instance_id = instance_id

@@ -54,6 +54,7 @@ export class OrderpushClient {
   #timer; // reconnect delay
   #pinger;
   #watchdog;
+  #renewer; // re-auth before the token expires
   #deadMs; // silence after which the connection counts as dead
 
   /** @param {object} [options] see `OrderpushOptions` in orderpush.d.ts and README.md */
@@ -69,7 +70,8 @@ export class OrderpushClient {
       connectTimeoutMs: 15000,
       dedupeSize: 1000,
       storageKey: 'orderpush',
-      ...options,
+      // explicit `undefined`s keep the defaults
+      ...Object.fromEntries(Object.entries(options).filter((entry) => entry[1] !== undefined)),
       backoff: { ...DEFAULT_BACKOFF, ...options.backoff },
     };
     this.#url = options.url ?? (loc && `${loc.protocol === 'https:' ? 'wss' : 'ws'}://${loc.host}/ws`);
@@ -205,6 +207,7 @@ export class OrderpushClient {
     const { clearTimeout } = this.#o;
     clearTimeout(this.#timer);
     clearTimeout(this.#pinger);
+    clearTimeout(this.#renewer);
     clearTimeout(this.#watchdog);
     const ws = this.#ws;
     this.#ws = undefined;
@@ -222,6 +225,32 @@ export class OrderpushClient {
   #watch() {
     this.#o.clearTimeout(this.#watchdog);
     this.#watchdog = this.#o.setTimeout(() => this.#lost(undefined, 'timeout'), this.#deadMs);
+  }
+
+  /**
+   * While open, send a fresh token (`auth` on the open socket) shortly before
+   * the current one expires, so the server never has to close with 4001.
+   */
+  #renew() {
+    const { getToken, now, tokenMarginMs } = this.#o;
+    const { exp } = decodeJwt(this.#token ?? '');
+    if (!getToken || typeof exp !== 'number') return;
+    const gen = this.#gen;
+    const delayMs = Math.min(exp * 1000 - now() - tokenMarginMs, 864e5); // timers overflow past ~24 days
+    this.#renewer = this.#o.setTimeout(async () => {
+      if (this.#tokenStale()) {
+        try {
+          const token = await getToken();
+          if (gen !== this.#gen) return;
+          this.#token = token;
+          this.#send({ type: 'auth', token });
+        } catch (err) {
+          // no luck: the server closes with 4001 at expiry and we reconnect
+          return gen === this.#gen && this.#error('token', `getToken failed: ${err?.message ?? err}`, false);
+        }
+      }
+      this.#renew();
+    }, delayMs);
   }
 
   #tokenStale() {
@@ -264,6 +293,7 @@ export class OrderpushClient {
           this.#pinger = this.#o.setTimeout(ping, beatMs);
         };
         this.#pinger = this.#o.setTimeout(ping, beatMs);
+        this.#renew();
         // Cookie auth sends no `auth`: ask for the missed events explicitly.
         if (!this.#token && this.#cursor != null) this.#send({ type: 'resume', cursor: this.#cursor });
         this.#set('open');

@@ -1,0 +1,62 @@
+"""The inventory service: reserves the items of each new order.
+
+Stock is unlimited in the stubs except for the fault trigger of PROTOCOL.md:
+a line item with SKU `OUT-OF-STOCK` gets the whole order rejected, which
+drives the cancel-and-refund path of the saga.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from backend_stubs.runner import follow_up
+from backend_stubs.store import Store
+from gateway.events import Event
+
+OUT_OF_STOCK_SKU: Final = "OUT-OF-STOCK"
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS reservations (
+    order_id TEXT PRIMARY KEY,
+    status   TEXT NOT NULL,  -- reserved | rejected
+    items    TEXT NOT NULL
+);
+"""
+
+
+def line_items(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The {sku, qty} line items an event carries; anything else is skipped."""
+    items = data.get("items")
+    if not isinstance(items, list):
+        return []
+    return [item for item in items if isinstance(item, dict)]
+
+
+class InventoryService:
+    name: Final = "inventory"
+    topics: Final = ("orders",)
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        store.migrate(_SCHEMA)
+
+    def handle(self, event: Event) -> list[Event]:
+        if event.type != "order.pending":
+            return []
+        conn = self.store.conn
+        if conn.execute(
+            "SELECT 1 FROM reservations WHERE order_id = ?", (event.order_id,)
+        ).fetchone():
+            return []  # this order was handled under another event id
+        items = line_items(event.data)
+        missing = next((i["sku"] for i in items if i.get("sku") == OUT_OF_STOCK_SKU), None)
+        status = "reserved" if missing is None else "rejected"
+        conn.execute(
+            "INSERT INTO reservations (order_id, status, items) VALUES (?, ?, ?)",
+            (event.order_id, status, json.dumps(items)),
+        )
+        if missing is not None:
+            data = {"reason": "out_of_stock", "sku": missing}
+            return [follow_up(event, "inventory.rejected", data=data)]
+        return [follow_up(event, "inventory.reserved", data={"items": items})]

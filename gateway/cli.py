@@ -1,0 +1,121 @@
+"""The `orderpush` command line (PROTOCOL.md section 4)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from gateway.settings import ConfigError, Settings, check_url, settings_from_env
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{port} is not between 1 and 65535")
+    return port
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return number
+
+
+def _server_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--port", type=_port, default=default_port, help=f"port (default {default_port})"
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orderpush", description="Real-time order-status push gateway."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="the whole system in one process (no Kafka, no Redis)")
+    _server_flags(demo, 8000)
+
+    gw = sub.add_parser("gateway", help="one gateway instance")
+    _server_flags(gw, 8000)
+    gw.add_argument("--bus", help="memory:// or kafka://HOST:PORT[,HOST:PORT] (ORDERPUSH_BUS)")
+    gw.add_argument("--sessions", help="memory:// or redis://HOST:PORT/DB (ORDERPUSH_SESSIONS)")
+    gw.add_argument("--storefront-url", help="storefront API to proxy /api to (ORDERPUSH_STOREFRONT_URL)")
+    gw.add_argument("--instance-id", help="this instance's name (ORDERPUSH_INSTANCE_ID)")
+    gw.add_argument("--topic-prefix", help="prefix of every topic name (ORDERPUSH_TOPIC_PREFIX)")
+
+    stubs = sub.add_parser("stubs", help="the backend services and the storefront API")
+    _server_flags(stubs, 8100)
+    stubs.add_argument("--bus", help="memory:// or kafka://HOST:PORT (ORDERPUSH_BUS)")
+    stubs.add_argument("--only", help="comma-separated services: payment,order,inventory,billing,delivery")
+    stubs.add_argument("--data-dir", help="where each service keeps its SQLite file (default: memory)")
+    stubs.add_argument("--topic-prefix", help="prefix of every topic name (ORDERPUSH_TOPIC_PREFIX)")
+
+    token = sub.add_parser("token", help="print a JWT for USER_ID signed with the configured secret")
+    token.add_argument("user_id")
+    token.add_argument("--ttl", type=_positive, default=3600.0, help="lifetime in seconds")
+
+    loadtest = sub.add_parser("loadtest", help="drive many WebSocket clients and report")
+    from loadtest.cli import add_arguments
+
+    add_arguments(loadtest)
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    settings = settings_from_env()
+    settings = settings.with_overrides(
+        bus_url=getattr(args, "bus", None),
+        sessions_url=getattr(args, "sessions", None),
+        storefront_url=getattr(args, "storefront_url", None),
+        instance_id=getattr(args, "instance_id", None),
+        topic_prefix=getattr(args, "topic_prefix", None),
+    )
+    return settings.validated()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        parser.exit(2, f"orderpush {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(args, "log_level", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "token":
+        from gateway.auth import issue_token
+
+        settings = load_settings(args)
+        print(issue_token(args.user_id, settings.jwt_secret, ttl_s=args.ttl))
+        return 0
+    if args.command == "loadtest":
+        from loadtest.cli import run
+
+        return asyncio.run(run(args))
+    from gateway.serve import serve_command
+
+    return serve_command(args, load_settings(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""The WebSocket protocol end to end: real uvicorn, real `websockets` clients,
+events produced onto the in-memory bus of the running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from starlette.applications import Starlette
+
+from gateway.app import Gateway, create_app
+from gateway.auth import issue_token
+from gateway.bus import OutgoingRecord
+from gateway.events import encode_event, make_event
+from gateway.protocol import CloseCode
+from gateway.settings import DEV_SECRET, Settings
+from tests.backends import unique
+from tests.server import serve
+from tests.wsclient import connect
+
+
+@dataclass
+class Running:
+    addr: str
+    app: Starlette
+
+    @property
+    def gateway(self) -> Gateway:
+        gateway: Gateway = self.app.state.gateway
+        return gateway
+
+    async def emit(self, user: str, order: str, version: int, status: str = "pending") -> None:
+        event = make_event(
+            f"order.{status}", order_id=order, user_id=user, status=status, version=version
+        )
+        await self.gateway.bus.publish([OutgoingRecord("orders", order, encode_event(event))])
+
+
+def token(user: str, ttl_s: float = 3600) -> str:
+    return issue_token(user, DEV_SECRET, ttl_s=ttl_s)
+
+
+@pytest.fixture
+async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    options = getattr(request, "param", {})
+    settings = Settings(sessions_url=f"memory://{unique('t')}", **options)
+    app = create_app(settings)
+    async with serve(app, ws_max_size=settings.max_message_bytes) as addr:
+        yield Running(addr, app)
+
+
+async def test_user_receives_own_events_in_order_and_nobody_else_does(running: Running) -> None:
+    async with connect(running.addr, token("alice")) as alice, connect(
+        running.addr, token("bob")
+    ) as bob:
+        await alice.recv_type("snapshot")
+        await bob.recv_type("snapshot")
+        await running.emit("alice", "o1", 1)
+        await running.emit("alice", "o1", 2, "confirmed")
+        events = await alice.events(2)
+        assert [(e["event"]["type"], e["event"]["version"]) for e in events] == [
+            ("order.pending", 1),
+            ("order.confirmed", 2),
+        ]
+        assert events[0]["cursor"] < events[1]["cursor"] or len(events[0]["cursor"]) < len(
+            events[1]["cursor"]
+        )
+        assert await bob.silent(0.5)
+
+
+async def test_snapshot_on_connect_reflects_current_status(running: Running) -> None:
+    await running.emit("carol", "o7", 1)
+    await running.emit("carol", "o7", 2, "cancelled")
+    await asyncio.sleep(0.3)
+    async with connect(running.addr, token("carol")) as carol:
+        snapshot = await carol.recv_type("snapshot")
+        assert [(o["order_id"], o["status"], o["version"]) for o in snapshot["orders"]] == [
+            ("o7", "cancelled", 2)
+        ]
+
+
+async def test_reconnect_with_cursor_gets_exactly_what_was_missed(running: Running) -> None:
+    async with connect(running.addr, token("alice")) as alice:
+        await alice.recv_type("snapshot")
+        await running.emit("alice", "o1", 1)
+        (first,) = await alice.events(1)
+    # Offline: three events happen, one of another user in between.
+    await running.emit("alice", "o1", 2, "confirmed")
+    await running.emit("bob", "o2", 1)
+    await running.emit("alice", "o3", 1)
+    await running.emit("alice", "o3", 2, "cancelled")
+    await asyncio.sleep(0.3)
+    async with connect(running.addr, token("alice"), cursor=first["cursor"]) as alice:
+        missed = await alice.events(3)
+        assert [(e["event"]["order_id"], e["event"]["version"]) for e in missed] == [
+            ("o1", 2),
+            ("o3", 1),
+            ("o3", 2),
+        ]
+        resumed = await alice.recv_type("resumed")
+        assert resumed["replayed"] == 3
+        assert resumed["cursor"] == missed[-1]["cursor"]
+        await running.emit("alice", "o4", 1)  # and live again afterwards
+        (live,) = await alice.events(1)
+        assert live["event"]["order_id"] == "o4"
+
+
+async def test_unusable_cursor_gets_a_snapshot_instead(running: Running) -> None:
+    await running.emit("dave", "o1", 1)
+    await asyncio.sleep(0.2)
+    async with connect(running.addr, token("dave"), cursor="99999999999999-0") as dave:
+        snapshot = await dave.recv_type("snapshot")
+        assert [o["order_id"] for o in snapshot["orders"]] == ["o1"]
+
+
+async def test_resume_message_mid_connection_replays(running: Running) -> None:
+    async with connect(running.addr, token("erin")) as erin:
+        snap = await erin.recv_type("snapshot")
+        await running.emit("erin", "o1", 1)
+        await running.emit("erin", "o1", 2, "confirmed")
+        await erin.events(2)
+        await erin.send({"type": "resume", "cursor": snap["cursor"]})
+        replay = await erin.events(2)
+        assert [e["event"]["version"] for e in replay] == [1, 2]
+        assert (await erin.recv_type("resumed"))["replayed"] == 2
+
+
+async def test_token_from_query_and_cookie(running: Running) -> None:
+    async with connect(running.addr, path=f"/ws?token={token('frank')}") as frank:
+        assert (await frank.recv_type("welcome"))["user_id"] == "frank"
+    headers = {"Cookie": f"orderpush_token={token('gina')}"}
+    async with connect(running.addr, additional_headers=headers) as gina:
+        assert (await gina.recv_type("welcome"))["user_id"] == "gina"
+
+
+async def test_ping_pong_and_bad_messages_keep_the_connection(running: Running) -> None:
+    async with connect(running.addr, token("alice")) as alice:
+        await alice.recv_type("snapshot")
+        await alice.ws.send("this is not json")
+        assert (await alice.recv_type("error"))["code"] == "bad_message"
+        await alice.send({"type": "teleport"})
+        assert (await alice.recv_type("error"))["code"] == "unknown_type"
+        await alice.send({"type": "resume"})
+        assert (await alice.recv_type("error"))["code"] == "bad_message"
+        await alice.send({"type": "ping", "future_field": 1})
+        await alice.recv_type("pong")
+        await running.emit("alice", "o1", 1)
+        assert len(await alice.events(1)) == 1
+
+
+async def test_bad_token_closes_4001(running: Running) -> None:
+    async with connect(running.addr, "not.a.jwt", handshake=False) as client:
+        assert await client.closed_with() == CloseCode.TOKEN_INVALID
+    forged = issue_token("alice", "another-secret-that-is-long-enough-0000")
+    async with connect(running.addr, forged, handshake=False) as client:
+        assert await client.closed_with() == CloseCode.TOKEN_INVALID
+    expired = token("alice", ttl_s=-10)
+    async with connect(running.addr, expired, handshake=False) as client:
+        assert await client.closed_with() == CloseCode.TOKEN_INVALID
+
+
+async def test_token_expiry_during_connection_closes_4001(running: Running) -> None:
+    async with connect(running.addr, token("alice", ttl_s=2)) as alice:
+        await alice.recv_type("snapshot")
+        assert await alice.closed_with(timeout_s=6) == CloseCode.TOKEN_INVALID
+
+
+async def test_token_of_another_user_closes_the_socket(running: Running) -> None:
+    async with connect(running.addr, token("alice")) as alice:
+        await alice.recv_type("snapshot")
+        await alice.send({"type": "auth", "token": token("bob")})
+        assert await alice.closed_with() == CloseCode.TOKEN_INVALID
+
+
+@pytest.mark.parametrize("running", [{"auth_timeout_s": 0.5}], indirect=True)
+async def test_no_auth_in_time_closes_4008(running: Running) -> None:
+    async with connect(running.addr) as client:
+        assert await client.closed_with() == CloseCode.AUTH_TIMEOUT
+    async with connect(running.addr) as client:
+        await client.send({"type": "ping"})
+        assert await client.closed_with() == CloseCode.AUTH_TIMEOUT
+
+
+async def test_foreign_origin_closes_4003(running: Running) -> None:
+    async with connect(running.addr, origin="http://evil.example") as client:
+        assert await client.closed_with() == CloseCode.ORIGIN_NOT_ALLOWED
+    same = f"http://{running.addr}"
+    async with connect(running.addr, token("alice"), origin=same) as client:
+        await client.recv_type("snapshot")
+
+
+async def test_message_too_big_closes_1009(running: Running) -> None:
+    async with connect(running.addr, token("alice")) as alice:
+        await alice.recv_type("snapshot")
+        await alice.ws.send(json.dumps({"type": "ping", "pad": "x" * 200_000}))
+        assert await alice.closed_with() == CloseCode.MESSAGE_TOO_BIG
+
+
+@pytest.mark.parametrize("running", [{"rate_limit_per_s": 1, "rate_limit_burst": 5}], indirect=True)
+async def test_flooding_client_closes_4029(running: Running) -> None:
+    async with connect(running.addr, token("alice")) as alice:
+        await alice.recv_type("snapshot")
+        for _ in range(20):
+            await alice.send({"type": "ping"})
+        assert await alice.closed_with() == CloseCode.RATE_LIMITED
+
+
+@pytest.mark.parametrize("running", [{"send_queue_max": 5}], indirect=True)
+async def test_client_too_slow_closes_4009_and_others_go_on(running: Running) -> None:
+    async with connect(running.addr, token("slow")) as slow, connect(
+        running.addr, token("fast")
+    ) as fast:
+        await slow.recv_type("snapshot")
+        await fast.recv_type("snapshot")
+        events = [
+            make_event("order.pending", order_id=f"o{i}", user_id="slow", status="pending", version=1)
+            for i in range(50)
+        ]
+        await running.gateway.bus.publish(
+            [OutgoingRecord("orders", e.order_id, encode_event(e)) for e in events]
+        )
+        assert await slow.closed_with() == CloseCode.CLIENT_TOO_SLOW
+        await running.emit("fast", "f1", 1)
+        assert len(await fast.events(1)) == 1
+
+
+async def test_poison_record_is_set_aside_and_serving_goes_on(running: Running) -> None:
+    async with connect(running.addr, token("alice")) as alice:
+        await alice.recv_type("snapshot")
+        bus = running.gateway.bus
+        await bus.publish(
+            [
+                OutgoingRecord("orders", "o1", b"{not json"),
+                OutgoingRecord("orders", "o1", json.dumps({"type": "order.pending"}).encode()),
+            ]
+        )
+        await running.emit("alice", "o1", 1)
+        (event,) = await alice.events(1)
+        assert event["event"]["version"] == 1
+        assert running.gateway.metrics.poison_records._value.get() == 2
+        dead = await bus.consumer(["deadletter"], unique("g"))
+        records = await dead.getmany(timeout_ms=1000)
+        assert [r.value for r in records] == [
+            b"{not json",
+            json.dumps({"type": "order.pending"}).encode(),
+        ]
+        assert dict(records[0].headers)["x-orderpush-reason"].startswith(b"JSON is malformed")
+        await dead.stop()
+
+
+async def test_stale_version_is_not_pushed(running: Running) -> None:
+    async with connect(running.addr, token("alice")) as alice:
+        await alice.recv_type("snapshot")
+        await running.emit("alice", "o1", 2, "confirmed")
+        await running.emit("alice", "o1", 1)  # late and stale
+        await running.emit("alice", "o2", 1)
+        events = await alice.events(2)
+        assert [(e["event"]["order_id"], e["event"]["version"]) for e in events] == [
+            ("o1", 2),
+            ("o2", 1),
+        ]
+
+
+async def test_event_fields_unknown_to_the_gateway_reach_the_client(running: Running) -> None:
+    async with connect(running.addr, token("alice")) as alice:
+        await alice.recv_type("snapshot")
+        event = json.loads(
+            encode_event(
+                make_event("order.pending", order_id="o1", user_id="alice", status="pending", version=1)
+            )
+        )
+        event["shipment_eta"] = "tomorrow"
+        await running.gateway.bus.publish([OutgoingRecord("orders", "o1", json.dumps(event).encode())])
+        (received,) = await alice.events(1)
+        assert received["event"]["shipment_eta"] == "tomorrow"
+
+
+async def test_server_shutdown_closes_1012() -> None:
+    """Clients are told to reconnect (elsewhere) with their cursor."""
+    app = create_app(Settings(sessions_url=f"memory://{unique('t')}"))
+    server = serve(app)
+    addr = await server.__aenter__()
+    async with connect(addr, token("alice")) as alice:
+        await alice.recv_type("snapshot")
+        stopping = asyncio.create_task(server.__aexit__(None, None, None))
+        code = await alice.closed_with(timeout_s=15)
+    await stopping
+    assert code == CloseCode.SERVICE_RESTART

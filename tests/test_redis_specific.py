@@ -1,0 +1,282 @@
+"""Redis-only behaviour of RedisSessionStore, against the real server.
+
+The shared semantics are in test_sessions_contract.py; these tests cover what
+only Redis has: round trips, the pub/sub reader, key TTLs, scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.events import encode_event, make_event
+from gateway.sessions import Delivery, Incoming
+from gateway.sessions.redis import RedisSessionStore, SessionStoreError
+from tests.backends import REDIS_URL, SESSION_BACKENDS, unique
+
+if "redis" not in SESSION_BACKENDS:
+    pytest.skip("the redis backend is deselected", allow_module_level=True)
+
+pytestmark = pytest.mark.redis
+
+
+class Node:
+    def __init__(self, store: RedisSessionStore) -> None:
+        self.store = store
+        self.received: list[Delivery] = []
+        self._arrived = asyncio.Event()
+
+    def deliver(self, batch: Sequence[Delivery]) -> None:
+        self.received.extend(batch)
+        self._arrived.set()
+
+    async def wait_received(self, count: int, timeout_s: float = 5.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while len(self.received) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+
+NodeFactory = Callable[..., Awaitable[Node]]
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    name = unique("rt")
+    yield name
+    client = Redis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(match=f"{name}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+async def raw_redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def make_node(prefix: str) -> AsyncIterator[NodeFactory]:
+    started: list[Node] = []
+
+    async def factory(instance_id: str, **options: Any) -> Node:
+        store = RedisSessionStore(REDIS_URL, instance_id, key_prefix=prefix, **options)
+        node = Node(store)
+        await store.start(node.deliver)
+        started.append(node)
+        return node
+
+    yield factory
+    for node in started:
+        await node.store.stop()
+
+
+def order_event(user: str, order: str, version: int) -> Incoming:
+    event = make_event(
+        "order.pending", order_id=order, user_id=user, status="pending", version=version
+    )
+    return Incoming(event, encode_event(event), produced_ms=version)
+
+
+async def wait_subscribers(
+    client: Redis, channel: str, count: int, timeout_s: float = 10.0
+) -> None:
+    async def loop() -> None:
+        while True:
+            [(_, subscribers)] = await client.pubsub_numsub(channel)
+            if subscribers == count:
+                return
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(loop(), timeout_s)
+
+
+async def test_a_batch_costs_two_round_trips_whatever_its_size(make_node: NodeFactory) -> None:
+    a = await make_node("a")
+    b = await make_node("b")
+    c = await make_node("c")
+    users = [f"u{i}" for i in range(10)]
+    await b.store.refresh_leases(users[:5])
+    await c.store.refresh_leases(users[5:])
+    await a.store.add_session("u0")  # local sessions are never routed to
+    items = [order_event(users[i % 10], f"o{i}", 1) for i in range(100)]
+
+    before = a.store.round_trips
+    deliveries = await a.store.publish(items)
+    used = a.store.round_trips - before
+
+    assert used <= 2
+    assert [d.event.event_id for d in deliveries] == [i.event.event_id for i in items]
+    assert a.store.published_events == 100
+    await b.wait_received(50)
+    await c.wait_received(50)
+    assert {d.user_id for d in b.received} == set(users[:5])
+    assert {d.user_id for d in c.received} == set(users[5:])
+    assert a.received == []
+    print(f"round trips per delivered event: {used / len(deliveries):.3f}")
+
+    # Nobody else holds these users: the lease read rides in the append pipeline.
+    before = a.store.round_trips
+    await a.store.publish([order_event(f"x{i}", "o1", 1) for i in range(20)])
+    assert a.store.round_trips - before == 1
+
+
+async def test_reader_survives_garbage_and_delivers_the_next_message(
+    make_node: NodeFactory, raw_redis: Redis, prefix: str
+) -> None:
+    a = await make_node("a")
+    b = await make_node("b")
+    await b.store.add_session("bob")
+    channel = f"{prefix}:instance:b"
+    await raw_redis.publish(channel, b"\xc1 not msgpack")
+    await raw_redis.publish(channel, b'{"json": "is not the wire format"}')
+    await raw_redis.publish(channel, b"\x91\x94\xa3bob\xa33-0\xc4\x02{}\x00")  # poison event
+    item = order_event("bob", "o1", 1)
+    await a.store.publish([item])
+    await b.wait_received(1)
+    assert [d.event.event_id for d in b.received] == [item.event.event_id]
+    assert b.store.bad_messages == 3
+
+
+async def test_reader_drops_an_event_routed_under_another_user(
+    make_node: NodeFactory, raw_redis: Redis, prefix: str
+) -> None:
+    b = await make_node("b")
+    raw = encode_event(order_event("mallory", "o1", 1).event)
+    wire = b"\x91\x94\xa3bob\xa33-0\xc4" + bytes([len(raw)]) + raw + b"\x00"
+    await raw_redis.publish(f"{prefix}:instance:b", wire)
+    await asyncio.sleep(0.3)
+    assert b.received == [] and b.store.bad_messages == 1
+
+
+async def test_reader_resubscribes_after_its_connection_is_killed(
+    make_node: NodeFactory, raw_redis: Redis, prefix: str
+) -> None:
+    a = await make_node("a")
+    name = unique("b")  # client names are server-wide: keep ours apart from other runs
+    b = await make_node(name)
+    await b.store.add_session("bob")
+    channel = f"{prefix}:instance:{name}"
+    clients = await raw_redis.client_list(_type="pubsub")
+    [victim] = [c for c in clients if c["name"] == f"orderpush:{name}"]
+    await raw_redis.client_kill_filter(_id=victim["id"])
+    await wait_subscribers(raw_redis, channel, 1)
+    item = order_event("bob", "o1", 1)
+    await a.store.publish([item])
+    await b.wait_received(1, timeout_s=10)
+    assert b.received[0].event.event_id == item.event.event_id
+
+
+async def test_a_lease_set_expires_by_itself(
+    make_node: NodeFactory, raw_redis: Redis, prefix: str
+) -> None:
+    b = await make_node("b", lease_ttl_s=1.0)
+    await b.store.add_session("bob")
+    key = f"{prefix}:{{bob}}:s"
+    assert 0 < await raw_redis.pttl(key) <= 1000
+    await asyncio.sleep(1.3)  # no heartbeat, no stop(): as if the instance died
+    assert await raw_redis.exists(key) == 0
+
+
+async def test_a_shorter_lease_never_cuts_a_longer_one(
+    make_node: NodeFactory, raw_redis: Redis, prefix: str
+) -> None:
+    long = await make_node("long", lease_ttl_s=30.0)
+    short = await make_node("short", lease_ttl_s=1.0)
+    await long.store.add_session("bob")
+    await short.store.add_session("bob")
+    assert await raw_redis.pttl(f"{prefix}:{{bob}}:s") > 25_000
+    await asyncio.sleep(1.3)
+    assert (await short.store.locate(["bob"]))["bob"] == {"long"}
+
+
+async def test_keys_of_a_user_share_a_cluster_hash_tag(
+    make_node: NodeFactory, raw_redis: Redis, prefix: str
+) -> None:
+    a = await make_node("a")
+    await a.store.add_session("alice")
+    await a.store.publish([order_event("alice", "o1", 1)])
+    keys = sorted([k.decode() async for k in raw_redis.scan_iter(match=f"{prefix}:*")])
+    assert [k for k in keys if ":e:" not in k] == [
+        f"{prefix}:{{alice}}:h",
+        f"{prefix}:{{alice}}:s",
+        f"{prefix}:{{alice}}:v",
+    ]
+    [marker] = [k for k in keys if ":e:" in k]
+    assert marker.startswith(f"{prefix}:{{alice}}:e:")
+    assert 0 < await raw_redis.ttl(marker) <= 86_400
+
+
+async def test_publish_recovers_from_a_flushed_script_cache(
+    make_node: NodeFactory, raw_redis: Redis
+) -> None:
+    a = await make_node("a")
+    await raw_redis.script_flush()  # what a Redis restart does to the cache
+    item = order_event("alice", "o1", 1)
+    deliveries = await a.store.publish([item])
+    assert [d.event.event_id for d in deliveries] == [item.event.event_id]
+    assert await a.store.publish([item]) == []
+
+
+async def test_a_retried_pipeline_gets_its_entries_back(make_node: NodeFactory) -> None:
+    """A reply lost after Redis ran the script must not turn events into duplicates."""
+    a = await make_node("a")
+    batch = [order_event("alice", "o1", 1), order_event("alice", "o1", 2)]
+    token = "attempt1"
+    first = a.store._redis.pipeline(transaction=False)
+    again = a.store._redis.pipeline(transaction=False)
+    other = a.store._redis.pipeline(transaction=False)
+    for item in batch:
+        a.store._queue_append(first, item, token)
+        a.store._queue_append(again, item, token)
+        a.store._queue_append(other, item, "attempt2")
+    ids = await first.execute()
+    assert await again.execute() == ids and all(ids)
+    assert await other.execute() == [None, None]
+
+
+async def test_duplicates_within_one_batch_are_appended_once(make_node: NodeFactory) -> None:
+    a = await make_node("a")
+    item = order_event("alice", "o1", 1)
+    assert len(await a.store.publish([item, item])) == 1
+    history = await a.store.history_since("alice", "0-0")
+    assert history is not None and len(history) == 1
+
+
+async def test_history_keeps_raw_bytes_and_produced_ms(make_node: NodeFactory) -> None:
+    a = await make_node("a")
+    event = make_event("payment.authorized", order_id="o1", user_id="alice")
+    raw = encode_event(event)[:-1] + b',"future_field":[1,2]}'  # unknown fields survive
+    await a.store.publish([Incoming(event, raw, produced_ms=1234)])
+    history = await a.store.history_since("alice", "0-0")
+    assert history is not None and len(history) == 1
+    assert history[0].raw == raw and history[0].produced_ms == 1234
+
+
+async def test_cursors_redis_cannot_parse_are_refused(make_node: NodeFactory) -> None:
+    a = await make_node("a")
+    await a.store.publish([order_event("alice", "o1", 1)])
+    assert await a.store.history_since("alice", "99999999999999999999999-0") is None
+    assert await a.store.history_since("nobody", "5-0") is None
+
+
+async def test_unreachable_redis_fails_at_start_naming_the_url() -> None:
+    store = RedisSessionStore("redis://ops:hunter2@127.0.0.1:1/15", "a")
+    with pytest.raises(SessionStoreError) as caught:
+        await store.start(lambda batch: None)
+    assert "redis://ops:***@127.0.0.1:1/15" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+    await store.stop()
+    await store.stop()  # idempotent
+
+
+def test_a_prefix_with_braces_is_refused() -> None:
+    with pytest.raises(SessionStoreError, match="braces"):
+        RedisSessionStore(REDIS_URL, "a", key_prefix="{bad}")
