@@ -1,3 +1,40 @@
+# Orderpush: `make demo` runs the whole system in one process (embedded
+# default); `make test` installs and starts everything the tests need and runs
+# them all (Python, JS client, headless Chromium, real Kafka and Redis).
+PYTHON ?= python3
+PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
+
+.PHONY: install demo test test-python test-js lint typecheck check bench-demo
+
+install:
+	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[dev]'
+
+demo: install
+	$(PYTHON) -m gateway.cli demo
+
+# pytest's exit code 5 (nothing collected) means the setup is broken: fail.
+test: install services browser test-js test-python
+
+test-python:
+	@$(PYTHON) -m pytest -ra $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the setup is broken" >&2; exit 1; fi; \
+	exit $$rc
+
+test-js:
+	cd web && node --test tests/
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+typecheck:
+	$(PYTHON) -m mypy
+
+check: lint typecheck
+
+bench-demo: install
+	$(PYTHON) bench/demo_latency.py
+
 # ---- services (Redis + single-node Kafka on 127.0.0.1): scripts/services.sh ----
 .PHONY: services services-down services-status browser
 

@@ -74,7 +74,8 @@ class OrderService:
         )
         # Downstream services learn the order from order.pending alone, so
         # it carries what they need (items for inventory, amount for billing).
-        data = {k: event.data[k] for k in ("items", "amount_cents", "currency") if k in event.data}
+        keep = ("items", "amount_cents", "currency")
+        data: dict[str, Any] = {k: event.data[k] for k in keep if k in event.data}
         return [follow_up(event, "order.pending", status="pending", version=1, data=data)]
 
     def _part_done(self, event: Event, column: str) -> list[Event]:

