@@ -180,15 +180,16 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        for service in services:
-            await service.start()
+        # The gateway starts the bus; services (the demo's stubs) use it.
         await gateway.start()
         try:
+            for service in services:
+                await service.start()
             yield
         finally:
-            await gateway.stop()
             for service in reversed(services):
                 await service.stop()
+            await gateway.stop()
             if link is not None:
                 await link.aclose()
 

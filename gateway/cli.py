@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gateway.settings import ConfigError, Settings, check_url, settings_from_env
+from gateway.settings import ConfigError, Settings, settings_from_env
 
 
 def _port(value: str) -> int:

@@ -38,6 +38,7 @@ _KAFKA_ERRORS: tuple[type[BaseException], ...] = (
 )
 _TOPIC_ALREADY_EXISTS = 36
 _TOPIC_READY_TIMEOUT_S = 15.0
+_LAG_TIMEOUT_S = 15.0
 
 
 @contextlib.contextmanager
@@ -348,10 +349,15 @@ class KafkaConsumer:
     async def getmany(self, timeout_ms: int = 1000, max_records: int = 500) -> list[Record]:
         if self._stopped:
             raise BusError("consumer is stopped")
-        with _translated(f"polling {self.name}"):
-            batches: dict[Any, list[Any]] = await self._consumer.getmany(
-                timeout_ms=timeout_ms, max_records=max_records
-            )
+        try:
+            with _translated(f"polling {self.name}"):
+                batches: dict[Any, list[Any]] = await self._consumer.getmany(
+                    timeout_ms=timeout_ms, max_records=max_records
+                )
+        except BusError:
+            if self._stopped:  # stopped while waiting: same as "nothing arrived"
+                return []
+            raise
         out: list[Record] = []
         for ktp, batch in batches.items():
             if not batch:
@@ -412,7 +418,7 @@ class KafkaConsumer:
         assigned = self._consumer.assignment()
         for ktp in kafka_offsets:
             if ktp in assigned and ktp in self._rewind_to:
-                pass
+                self._consumer.seek(ktp, self._rewind_to[ktp])
 
     async def lag(self) -> int:
         if self._stopped:
@@ -420,11 +426,17 @@ class KafkaConsumer:
         assigned = list(self._consumer.assignment())
         if not assigned:
             return 0
-        with _translated(f"reading lag of {self.name}"):
-            # read_committed: the end is the last stable offset, i.e. what
-            # this member can actually still read.
-            ends: dict[Any, int] = await self._consumer.end_offsets(assigned)
-            positions = [await self._consumer.position(ktp) for ktp in assigned]
+        try:
+            # position() waits for a reset that needs the broker: bound it, a
+            # metric must not hang its caller.
+            async with asyncio.timeout(_LAG_TIMEOUT_S):
+                with _translated(f"reading lag of {self.name}"):
+                    # read_committed: the end is the last stable offset, i.e.
+                    # what this member can actually still read.
+                    ends: dict[Any, int] = await self._consumer.end_offsets(assigned)
+                    positions = [await self._consumer.position(ktp) for ktp in assigned]
+        except TimeoutError as exc:
+            raise BusError(f"kafka: reading lag of {self.name} timed out") from exc
         return sum(max(0, ends[ktp] - pos) for ktp, pos in zip(assigned, positions, strict=True))
 
     async def stop(self) -> None:

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline, PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -151,8 +153,16 @@ class RedisSessionStore:
             raise SessionStoreError("history_max, lease_ttl_s and dedupe_ttl_s must be positive")
         try:
             # Lazy: nothing connects before start(); a malformed URL fails here.
-            # Named so `CLIENT LIST` shows which instance a connection belongs to.
-            self._redis = Redis.from_url(url, client_name=f"orderpush:{instance_id}")
+            self._redis = Redis.from_url(
+                url,
+                # Named so `CLIENT LIST` shows which instance a connection belongs to.
+                client_name=f"orderpush:{instance_id}",
+                # from_url's connections do not retry at all by default, so the
+                # first command after a Redis restart fails on a stale pooled
+                # connection. Retrying is safe: leases and reads are idempotent,
+                # the append script recognises its own attempt token.
+                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
+            )
         except ValueError as exc:
             raise SessionStoreError(f"sessions URL {self.url!r}: {exc}") from None
         self.instance_id = instance_id
