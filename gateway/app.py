@@ -141,6 +141,7 @@ def create_app(
         or open_sessions(
             settings.sessions_url,
             settings.instance_id,
+            key_prefix=settings.session_key_prefix,
             history_max=settings.history_max,
             lease_ttl_s=settings.lease_ttl_s,
         ),

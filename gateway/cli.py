@@ -36,7 +36,9 @@ def _server_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument(
         "--port", type=_port, default=default_port, help=f"port (default {default_port})"
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,18 +54,26 @@ def build_parser() -> argparse.ArgumentParser:
     _server_flags(gw, 8000)
     gw.add_argument("--bus", help="memory:// or kafka://HOST:PORT[,HOST:PORT] (ORDERPUSH_BUS)")
     gw.add_argument("--sessions", help="memory:// or redis://HOST:PORT/DB (ORDERPUSH_SESSIONS)")
-    gw.add_argument("--storefront-url", help="storefront API to proxy /api to (ORDERPUSH_STOREFRONT_URL)")
+    gw.add_argument(
+        "--storefront-url", help="storefront API to proxy /api to (ORDERPUSH_STOREFRONT_URL)"
+    )
     gw.add_argument("--instance-id", help="this instance's name (ORDERPUSH_INSTANCE_ID)")
     gw.add_argument("--topic-prefix", help="prefix of every topic name (ORDERPUSH_TOPIC_PREFIX)")
 
     stubs = sub.add_parser("stubs", help="the backend services and the storefront API")
     _server_flags(stubs, 8100)
     stubs.add_argument("--bus", help="memory:// or kafka://HOST:PORT (ORDERPUSH_BUS)")
-    stubs.add_argument("--only", help="comma-separated services: payment,order,inventory,billing,delivery")
-    stubs.add_argument("--data-dir", help="where each service keeps its SQLite file (default: memory)")
+    stubs.add_argument(
+        "--only", help="comma-separated services: payment,order,inventory,billing,delivery"
+    )
+    stubs.add_argument(
+        "--data-dir", help="where each service keeps its SQLite file (default: memory)"
+    )
     stubs.add_argument("--topic-prefix", help="prefix of every topic name (ORDERPUSH_TOPIC_PREFIX)")
 
-    token = sub.add_parser("token", help="print a JWT for USER_ID signed with the configured secret")
+    token = sub.add_parser(
+        "token", help="print a JWT for USER_ID signed with the configured secret"
+    )
     token.add_argument("user_id")
     token.add_argument("--ttl", type=_positive, default=3600.0, help="lifetime in seconds")
 

@@ -27,8 +27,8 @@ from gateway.protocol import (
     CloseCode,
     ErrorMessage,
     Ping,
-    ProtocolError,
     Pong,
+    ProtocolError,
     Resume,
     Resumed,
     SnapshotMessage,
@@ -109,7 +109,9 @@ class WebSocketEndpoint:
         cursor: str | None = None
         if token is None:
             try:
-                data = await asyncio.wait_for(websocket.receive_text(), self.settings.auth_timeout_s)
+                data = await asyncio.wait_for(
+                    websocket.receive_text(), self.settings.auth_timeout_s
+                )
             except TimeoutError:
                 raise _Refused(CloseCode.AUTH_TIMEOUT, "no auth in time") from None
             except KeyError:  # a binary frame: receive_text finds no "text"
@@ -117,7 +119,9 @@ class WebSocketEndpoint:
             try:
                 message = parse_client_message(data)
             except ProtocolError as exc:
-                raise _Refused(CloseCode.AUTH_TIMEOUT, f"first message must be auth: {exc}") from None
+                raise _Refused(
+                    CloseCode.AUTH_TIMEOUT, f"first message must be auth: {exc}"
+                ) from None
             if not isinstance(message, Auth):
                 raise _Refused(CloseCode.AUTH_TIMEOUT, "first message must be auth")
             token, cursor = message.token, message.cursor

@@ -79,9 +79,10 @@ def parse_client_message(data: str | bytes) -> ClientMessage:
     if kind not in KNOWN_TYPES:
         raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
     try:
-        return _client_decoder.decode(data)
+        message: ClientMessage = _client_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise ProtocolError("bad_message", f"{kind}: {exc}") from None
+    return message
 
 
 # -- server to client --------------------------------------------------------

@@ -30,6 +30,7 @@ class Settings:
     bus_url: str = "memory://"
     sessions_url: str = "memory://"
     topic_prefix: str = ""
+    session_key_prefix: str = "orderpush"
     consumer_group: str = "gateway"
     instance_id: str = field(default_factory=_default_instance_id)
     jwt_secret: str = DEV_SECRET
@@ -59,7 +60,10 @@ class Settings:
         check_url("--sessions", "ORDERPUSH_SESSIONS", self.sessions_url, ("memory", "redis"))
         if self.storefront_url is not None:
             check_url(
-                "--storefront-url", "ORDERPUSH_STOREFRONT_URL", self.storefront_url, ("http", "https")
+                "--storefront-url",
+                "ORDERPUSH_STOREFRONT_URL",
+                self.storefront_url,
+                ("http", "https"),
             )
         if self.jwt_algorithm not in ("HS256", "RS256", "ES256"):
             raise ConfigError(
@@ -67,7 +71,8 @@ class Settings:
             )
         if self.jwt_algorithm != "HS256" and not self.jwt_public_key:
             raise ConfigError(
-                f"ORDERPUSH_JWT_PUBLIC_KEY is required with ORDERPUSH_JWT_ALGORITHM={self.jwt_algorithm}"
+                "ORDERPUSH_JWT_PUBLIC_KEY is required with "
+                f"ORDERPUSH_JWT_ALGORITHM={self.jwt_algorithm}"
             )
         if self.jwt_algorithm == "HS256" and len(self.jwt_secret) < 32:
             raise ConfigError("ORDERPUSH_JWT_SECRET must be at least 32 characters for HS256")
@@ -133,11 +138,14 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ORDERPUSH_* variables (flags are applied on top by the CLI)."""
     env = os.environ if env is None else env
     base = Settings()
-    origins = tuple(o.strip() for o in env.get("ORDERPUSH_ALLOWED_ORIGINS", "").split(",") if o.strip())
+    origins = tuple(
+        o.strip() for o in env.get("ORDERPUSH_ALLOWED_ORIGINS", "").split(",") if o.strip()
+    )
     return Settings(
         bus_url=env.get("ORDERPUSH_BUS", base.bus_url),
         sessions_url=env.get("ORDERPUSH_SESSIONS", base.sessions_url),
         topic_prefix=env.get("ORDERPUSH_TOPIC_PREFIX", base.topic_prefix),
+        session_key_prefix=env.get("ORDERPUSH_SESSION_KEY_PREFIX") or base.session_key_prefix,
         consumer_group=env.get("ORDERPUSH_CONSUMER_GROUP", base.consumer_group),
         instance_id=env.get("ORDERPUSH_INSTANCE_ID") or base.instance_id,
         jwt_secret=env.get("ORDERPUSH_JWT_SECRET", base.jwt_secret),

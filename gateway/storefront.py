@@ -19,7 +19,9 @@ FORWARDED_HEADERS = ("authorization", "content-type", "idempotency-key", "tracep
 def storefront_client(app: ASGIApp | None, url: str | None) -> httpx.AsyncClient | None:
     """An HTTP client for the storefront, in-process or remote (None: neither)."""
     if app is not None:
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://storefront")
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://storefront"
+        )
     if url is not None:
         return httpx.AsyncClient(base_url=url, timeout=10.0)
     return None
@@ -37,7 +39,7 @@ class StorefrontProxy:
             upstream = await self.client.request(
                 request.method,
                 request.url.path,
-                params=request.query_params.multi_items(),
+                params=str(request.query_params),
                 content=await request.body(),
                 headers=headers,
             )

@@ -12,7 +12,7 @@ import uuid
 
 KAFKA_BOOTSTRAP = os.environ.get("ORDERPUSH_TEST_KAFKA", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("ORDERPUSH_TEST_REDIS", "redis://127.0.0.1:6379/15")
-_selected = os.environ.get("ORDERPUSH_TEST_BACKENDS", "memory,kafka,redis").split(",")
+_selected = os.environ.get("ORDERPUSH_TEST_BACKENDS", "memory,kafka,redis,browser").split(",")
 
 BUS_BACKENDS = [b for b in ("memory", "kafka") if b in _selected]
 SESSION_BACKENDS = [b for b in ("memory", "redis") if b in _selected]

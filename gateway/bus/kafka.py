@@ -76,6 +76,7 @@ class KafkaEventBus:
         self._consumers: set[KafkaConsumer] = set()
         self._start_lock = asyncio.Lock()
         self._started = False
+        self._closed = False
 
     # -- naming ------------------------------------------------------------
 
@@ -92,6 +93,9 @@ class KafkaEventBus:
 
     async def start(self) -> None:
         async with self._start_lock:
+            if self._closed:
+                # Quietly reconnecting a stopped bus would hide a shutdown bug.
+                raise BusError("kafka bus is stopped")
             if self._started:
                 return
             producer = AIOKafkaProducer(
@@ -118,6 +122,7 @@ class KafkaEventBus:
             self._started = True
 
     async def stop(self) -> None:
+        self._closed = True
         for consumer in list(self._consumers):
             await consumer.stop()
         if self._started:

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from gateway.sessions.base import (
     ZERO_CURSOR,
-    Delivery,
     DeliverFn,
+    Delivery,
     Incoming,
     OrderState,
     Snapshot,

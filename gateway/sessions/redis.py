@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from redis.asyncio import Redis
@@ -125,14 +125,16 @@ async def _close_quietly(pubsub: PubSub) -> None:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, fit for logs and error messages."""
+    """The URL without its password (user info or `?password=`), fit for logs."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    if parts.password is not None:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        parts = parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hostport}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(name == "password" for name, _ in query):
+        hidden = [(name, "***" if name == "password" else value) for name, value in query]
+        parts = parts._replace(query=urlencode(hidden, safe="*"))
+    return urlunsplit(parts)
 
 
 class RedisSessionStore:
@@ -239,7 +241,7 @@ class RedisSessionStore:
             # start() has returned must reach the reader.
             deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
             while True:
-                message = await pubsub.get_message(timeout=deadline - time.monotonic())
+                message = await pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
                 if message is not None and message["type"] == "subscribe":
                     return pubsub
                 if time.monotonic() >= deadline:
@@ -249,28 +251,34 @@ class RedisSessionStore:
             raise
 
     async def _read_loop(self, pubsub: PubSub | None) -> None:
+        """Hand routed batches to `deliver` until cancelled, resubscribing
+        with a bounded backoff whenever the connection is lost."""
         backoff_s = RECONNECT_MIN_S
-        while True:
-            try:
-                if pubsub is None:
-                    pubsub = await self._subscribe()
-                    log.info("sessions: resubscribed to %s", self._channel)
-                    backoff_s = RECONNECT_MIN_S
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
-                        self._on_message(message["data"])
-            except (RedisError, OSError) as exc:
-                log.warning(
-                    "sessions: pub/sub on %s lost (%s), retrying in %.1f s",
-                    self.url,
-                    exc,
-                    backoff_s,
-                )
-            if pubsub is not None:
+        try:
+            while True:
+                try:
+                    if pubsub is None:
+                        pubsub = await self._subscribe()
+                        log.info("sessions: resubscribed to %s", self._channel)
+                        backoff_s = RECONNECT_MIN_S
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self._on_message(message["data"])
+                except (RedisError, OSError) as exc:
+                    log.warning(
+                        "sessions: pub/sub on %s lost (%s), retrying in %.1f s",
+                        self.url,
+                        exc,
+                        backoff_s,
+                    )
+                if pubsub is not None:
+                    await _close_quietly(pubsub)
+                    pubsub = None
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
+        finally:
+            if pubsub is not None:  # cancelled by stop(): unsubscribe now
                 await _close_quietly(pubsub)
-                pubsub = None
-            await asyncio.sleep(backoff_s)
-            backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
 
     def _on_message(self, data: bytes) -> None:
         try:
@@ -449,7 +457,9 @@ class RedisSessionStore:
             return
         now_ms = _now_ms()
         ttl_ms = max(1, round(self.lease_ttl_s * 1000))
-        pipe = self._redis.pipeline(transaction=True)
+        # No MULTI: the users' keys may sit in different cluster slots, and
+        # each user's commands stand on their own.
+        pipe = self._redis.pipeline(transaction=False)
         for user_id in user_ids:
             leases = self._key(user_id, "s")
             pipe.zadd(leases, {self.instance_id: now_ms + ttl_ms})

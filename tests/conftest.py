@@ -1,0 +1,25 @@
+"""Test-wide hooks: tests marked `kafka` / `redis` / `browser` need real
+servers; ORDERPUSH_TEST_BACKENDS deselects them (they are then not collected
+at all, so nothing counts as passed that did not run)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.backends import BUS_BACKENDS, SESSION_BACKENDS
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    available = {*BUS_BACKENDS, *SESSION_BACKENDS}
+    if "browser" in os.environ.get("ORDERPUSH_TEST_BACKENDS", "memory,kafka,redis,browser"):
+        available.add("browser")
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        needs = {m.name for m in item.iter_markers() if m.name in ("kafka", "redis", "browser")}
+        (keep if needs <= available else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
