@@ -28,9 +28,11 @@ class Node:
     def __init__(self, store: RedisSessionStore) -> None:
         self.store = store
         self.received: list[Delivery] = []
+        self.batches = 0
         self._arrived = asyncio.Event()
 
     def deliver(self, batch: Sequence[Delivery]) -> None:
+        self.batches += 1
         self.received.extend(batch)
         self._arrived.set()
 
@@ -119,6 +121,7 @@ async def test_a_batch_costs_two_round_trips_whatever_its_size(make_node: NodeFa
     await c.wait_received(50)
     assert {d.user_id for d in b.received} == set(users[:5])
     assert {d.user_id for d in c.received} == set(users[5:])
+    assert b.batches == c.batches == 1  # one PUBLISH per instance, not per event
     assert a.received == []
     print(f"round trips per delivered event: {used / len(deliveries):.3f}")
 
