@@ -174,7 +174,7 @@ def create_app(
         routes.append(
             Route(
                 "/api/{path:path}",
-                StorefrontProxy(link),
+                StorefrontProxy(link).forward,
                 methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             )
         )

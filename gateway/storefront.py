@@ -33,7 +33,7 @@ class StorefrontProxy:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
 
-    async def __call__(self, request: Request) -> Response:
+    async def forward(self, request: Request) -> Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARDED_HEADERS}
         try:
             upstream = await self.client.request(
