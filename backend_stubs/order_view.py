@@ -56,12 +56,31 @@ CREATE TABLE IF NOT EXISTS view_events (
     type        TEXT NOT NULL,
     occurred_at TEXT NOT NULL,
     occurred_ms INTEGER NOT NULL,
+    stage       INTEGER NOT NULL,
     status      TEXT,
     version     INTEGER,
     data        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS view_events_by_order ON view_events (order_id, occurred_ms);
 """
+
+#: Where each event type comes in the saga. Timestamps have millisecond
+#: resolution and a cause and its effect often share one; arrival order does
+#: not break the tie either (the view reads five topics independently), so
+#: the saga's own order does.
+_STAGE: Final = {
+    "payment.authorized": 0,
+    "payment.declined": 0,
+    "order.pending": 1,
+    "inventory.reserved": 2,
+    "inventory.rejected": 2,
+    "billing.invoiced": 2,
+    "delivery.scheduled": 2,
+    "order.confirmed": 3,
+    "order.cancelled": 3,
+    "payment.refunded": 4,
+}
+_UNKNOWN_STAGE: Final = 2
 
 #: Status of an order first seen through a non-order event (version 0).
 _IMPLIED_STATUS: Final = {"payment.declined": "cancelled", "payment.refunded": "cancelled"}
@@ -88,6 +107,7 @@ class OrderView:
         self.applied = 0
         self.duplicates = 0
         self.dead_letters = 0
+        self.errors = 0
         self.loop = ConsumeLoop(
             bus,
             TOPICS,
@@ -114,9 +134,16 @@ class OrderView:
     # -- writing -----------------------------------------------------------
 
     def apply_all(self, events: Iterable[Event]) -> None:
-        with self.store.transaction():
-            for event in events:
-                self.apply(event)
+        for event in events:
+            try:
+                # One transaction per event: an event the view cannot fold in
+                # (a bug, odd data) is skipped alone instead of failing, and
+                # being redelivered with, its whole batch forever.
+                with self.store.transaction():
+                    self.apply(event)
+            except Exception:
+                self.errors += 1
+                log.exception("view: cannot apply %s (%s); skipped", event.event_id, event.type)
 
     def apply(self, event: Event) -> bool:
         """Fold one event into the view; False if it was already there or refused."""
@@ -144,14 +171,15 @@ class OrderView:
         versioned = event.status is not None and event.version is not None
         conn.execute(
             "INSERT INTO view_events"
-            " (event_id, order_id, type, occurred_at, occurred_ms, status, version, data)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " (event_id, order_id, type, occurred_at, occurred_ms, stage, status, version, data)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 event.event_id,
                 event.order_id,
                 event.type,
                 event.occurred_at,
                 at_ms,
+                _STAGE.get(event.type, _UNKNOWN_STAGE),
                 event.status,
                 event.version,
                 json.dumps(event.data),
@@ -223,7 +251,7 @@ class OrderView:
         if row is None:
             return None
         events = self.store.conn.execute(
-            "SELECT * FROM view_events WHERE order_id = ? ORDER BY occurred_ms, seq",
+            "SELECT * FROM view_events WHERE order_id = ? ORDER BY occurred_ms, stage, seq",
             (order_id,),
         ).fetchall()
         return {**_order(row), "timeline": [_timeline_entry(e) for e in events]}
