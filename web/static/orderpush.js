@@ -236,7 +236,9 @@ export class OrderpushClient {
     const { exp } = decodeJwt(this.#token ?? '');
     if (!getToken || typeof exp !== 'number') return;
     const gen = this.#gen;
-    const delayMs = Math.min(exp * 1000 - now() - tokenMarginMs, 864e5); // timers overflow past ~24 days
+    // at least 5 s (a getToken that keeps giving an old token must not spin),
+    // at most a day (timers overflow past ~24 days)
+    const delayMs = Math.min(Math.max(exp * 1000 - now() - tokenMarginMs, 5000), 864e5);
     this.#renewer = this.#o.setTimeout(async () => {
       if (this.#tokenStale()) {
         try {
@@ -256,7 +258,7 @@ export class OrderpushClient {
   #tokenStale() {
     if (!this.#token) return true;
     const { exp } = decodeJwt(this.#token);
-    return typeof exp === 'number' && exp * 1000 - this.#o.now() < this.#o.tokenMarginMs;
+    return typeof exp === 'number' && exp * 1000 - this.#o.now() <= this.#o.tokenMarginMs;
   }
 
   #send(msg) {

@@ -382,28 +382,75 @@ test('4001 without getToken goes to closed with a fatal error', () => {
   assert.equal(WS.instances.length, 1);
 });
 
-test('getToken is called when the token is within tokenMarginMs of exp, not before', async () => {
+test('before connecting, getToken is called only when the token is within tokenMarginMs of exp', async () => {
   const clock0 = 1_700_000_000;
-  let calls = 0;
   const fresh = jwt({ sub: 'alice', exp: clock0 + 3600 });
+  for (const [expIn, expectCalls] of [
+    [120, 0],
+    [61, 0],
+    [60, 1],
+    [-5, 1],
+  ]) {
+    let calls = 0;
+    const { client, WS } = setup({
+      token: jwt({ sub: 'alice', exp: clock0 + expIn }),
+      tokenMarginMs: 60_000,
+      getToken: async () => (calls++, fresh),
+    });
+    client.connect();
+    await flush();
+    assert.equal(calls, expectCalls, `token expiring in ${expIn} s`);
+    WS.last.open();
+    assert.equal(WS.last.sent[0].token === fresh, expectCalls === 1);
+    client.close();
+  }
+});
+
+test('while open, the token is renewed in place (auth on the same socket) before it expires', async () => {
+  const clock0 = 1_700_000_000;
+  const tokens = [jwt({ sub: 'alice', exp: clock0 + 600 }), jwt({ sub: 'alice', exp: clock0 + 1200 })];
+  let calls = 0;
   const { client, WS, clock } = setup({
     token: jwt({ sub: 'alice', exp: clock0 + 120 }),
     tokenMarginMs: 60_000,
     heartbeatTimeoutMs: 3_600_000,
-    getToken: async () => (calls++, fresh),
+    getToken: async () => tokens[calls++],
   });
   client.connect();
+  const ws = handshake(WS);
+  clock.advance(59_999);
   await flush();
-  assert.equal(calls, 0, 'token still has 120 s');
-  handshake(WS);
-  clock.advance(61_000); // 59 s left: inside the margin
-  assert.equal(client.state, 'open');
-  WS.last.serverClose(1006);
-  clock.advance(100);
+  assert.equal(calls, 0, 'not yet inside the margin');
+  clock.advance(1);
   await flush();
   assert.equal(calls, 1);
-  WS.last.open();
-  assert.equal(WS.last.sent[0].token, fresh);
+  assert.deepEqual(ws.sent.at(-1), { type: 'auth', token: tokens[0] });
+  clock.advance(479_999); // the next renewal is due 60 s before the new exp (t = 540 s)
+  await flush();
+  assert.equal(calls, 1);
+  clock.advance(1);
+  await flush();
+  assert.equal(calls, 2);
+  assert.deepEqual(ws.sent.at(-1), { type: 'auth', token: tokens[1] });
+  assert.equal(WS.instances.length, 1, 'no reconnect involved');
+  assert.equal(client.state, 'open');
+  client.close();
+  assert.deepEqual(clock.pending(), []);
+});
+
+test('a getToken that keeps returning a stale token is not called in a tight loop', async () => {
+  const stale = jwt({ sub: 'alice', exp: 1_700_000_000 + 10 });
+  let calls = 0;
+  const { client, WS, clock } = setup({ token: stale, heartbeatTimeoutMs: 3_600_000, getToken: async () => (calls++, stale) });
+  client.connect();
+  await flush();
+  handshake(WS);
+  const before = calls;
+  for (let i = 0; i < 10; i++) {
+    clock.advance(1000);
+    await flush();
+  }
+  assert.ok(calls - before <= 2, `${calls - before} calls in 10 s`);
 });
 
 test('a failing getToken emits a non-fatal error and retries with backoff', async () => {
