@@ -1,0 +1,9 @@
+"""`python -m loadtest ...`, the same as `orderpush loadtest ...`."""
+
+from __future__ import annotations
+
+import sys
+
+from loadtest.cli import main
+
+sys.exit(main())
