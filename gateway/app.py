@@ -17,10 +17,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
-from gateway.auth import TokenVerifier
 from gateway.bus import EventBus, open_bus
 from gateway.endpoint import WebSocketEndpoint
 from gateway.hub import Hub
+from gateway.logs import redact_tokens_in_server_logs
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import CloseCode
 from gateway.pump import Pump
@@ -42,18 +42,18 @@ class Service(Protocol):
 class Gateway:
     """The parts of one instance, reachable from routes as `app.state.gateway`."""
 
-    def __init__(self, settings: Settings, bus: EventBus, store: SessionStore) -> None:
+    def __init__(
+        self, settings: Settings, bus: EventBus, store: SessionStore, *, owns_bus: bool = True
+    ) -> None:
         self.settings = settings
         self.bus = bus
         self.store = store
+        # A bus handed in by the caller (the demo's, shared with the stubs) is
+        # the caller's to start and stop.
+        self.owns_bus = owns_bus
         self.metrics = GatewayMetrics()
         self.hub = Hub(self.metrics)
-        self.verifier = TokenVerifier(
-            settings.verify_key,
-            settings.jwt_algorithm,
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-        )
+        self.verifier = settings.token_verifier()
         self.pump = Pump(
             bus,
             store,
@@ -67,17 +67,21 @@ class Gateway:
         )
         self.endpoint = WebSocketEndpoint(settings, self.verifier, self.hub, store, self.metrics)
         self._tasks: list[asyncio.Task[None]] = []
+        self.started = False
 
     async def start(self) -> None:
-        await self.bus.start()
+        if self.owns_bus:
+            await self.bus.start()
         await self.store.start(self.hub.deliver)
         await self.pump.start()
         self._tasks = [
             asyncio.create_task(self._heartbeat(), name="orderpush-leases"),
             asyncio.create_task(self._sample_lag(), name="orderpush-lag"),
         ]
+        self.started = True
 
     async def stop(self) -> None:
+        self.started = False
         # 1012: clients reconnect (to another instance) with their cursor.
         self.hub.close_all(CloseCode.SERVICE_RESTART, "server restarting")
         for task in self._tasks:
@@ -87,7 +91,8 @@ class Gateway:
                 await task
         await self.pump.stop()
         await self.store.stop()
-        await self.bus.stop()
+        if self.owns_bus:
+            await self.bus.stop()
 
     async def _heartbeat(self) -> None:
         """Refresh this instance's session leases well before they expire."""
@@ -134,6 +139,7 @@ def create_app(
     """A gateway instance. `storefront` mounts the stubs' API in-process (the
     demo); otherwise `settings.storefront_url` is proxied under /api."""
     settings = settings.validated()
+    redact_tokens_in_server_logs()
     gateway = Gateway(
         settings,
         bus or open_bus(settings.bus_url, topic_prefix=settings.topic_prefix),
@@ -145,11 +151,21 @@ def create_app(
             history_max=settings.history_max,
             lease_ttl_s=settings.lease_ttl_s,
         ),
+        owns_bus=bus is None,
     )
     link = storefront_client(storefront, settings.storefront_url)
 
     async def healthz(request: Request) -> Response:
+        """Liveness: the process serves HTTP."""
         return JSONResponse({"status": "ok", "instance_id": settings.instance_id})
+
+    async def readyz(request: Request) -> Response:
+        """Readiness: started, and the consumer holds partitions to read."""
+        consumer = gateway.pump.consumer
+        assigned = len(consumer.assignment()) if consumer is not None else 0
+        ready = gateway.started and assigned > 0
+        body = {"ready": ready, "instance_id": settings.instance_id, "partitions": assigned}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -162,6 +178,7 @@ def create_app(
     routes: list[BaseRoute] = [
         WebSocketRoute("/ws", gateway.endpoint.handle),
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
         Route("/metrics", metrics),
         Route("/api/stats", stats),
     ]
@@ -181,7 +198,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # The gateway starts the bus; services (the demo's stubs) use it.
+        # The gateway first (it starts a bus it owns), then the services that
+        # share its bus (the demo's stubs); stopped in the reverse order.
         await gateway.start()
         try:
             for service in services:

@@ -32,6 +32,7 @@ def build_demo_app(settings: Settings | None = None) -> Starlette:
             view=stack.view,
             jwt_secret=settings.jwt_secret,
             dev_mode=True,
+            verifier=settings.token_verifier(),
         )
     )
     return create_app(settings, bus=bus, storefront=storefront, services=[stack])

@@ -104,27 +104,36 @@ class WebSocketEndpoint:
         return urlsplit(origin).netloc == websocket.headers.get("host")
 
     async def _authenticate(self, websocket: WebSocket) -> tuple[Claims, str | None]:
-        """Token from the first message, else the cookie, else ?token=."""
-        token = websocket.cookies.get(TOKEN_COOKIE) or websocket.query_params.get("token")
-        cursor: str | None = None
-        if token is None:
-            try:
-                data = await asyncio.wait_for(
-                    websocket.receive_text(), self.settings.auth_timeout_s
-                )
-            except TimeoutError:
+        """The token of an `auth` first message; failing that, the cookie, then
+        `?token=` (PROTOCOL.md's order of preference).
+
+        With a cookie or query token at hand the server waits only
+        `auth_grace_s` for an `auth` message (which takes precedence), so a
+        cookie-only page is not held up for the whole auth timeout.
+        """
+        fallback = websocket.cookies.get(TOKEN_COOKIE) or websocket.query_params.get("token")
+        wait_s = self.settings.auth_timeout_s if fallback is None else self.settings.auth_grace_s
+        token, cursor = fallback, None
+        try:
+            data = await asyncio.wait_for(websocket.receive_text(), wait_s)
+        except TimeoutError:
+            if fallback is None:
                 raise _Refused(CloseCode.AUTH_TIMEOUT, "no auth in time") from None
-            except KeyError:  # a binary frame: receive_text finds no "text"
-                raise _Refused(CloseCode.AUTH_TIMEOUT, "first message must be auth") from None
+        except KeyError:  # a binary frame: receive_text finds no "text"
+            raise _Refused(CloseCode.AUTH_TIMEOUT, "first message must be auth") from None
+        else:
             try:
                 message = parse_client_message(data)
             except ProtocolError as exc:
-                raise _Refused(
-                    CloseCode.AUTH_TIMEOUT, f"first message must be auth: {exc}"
-                ) from None
-            if not isinstance(message, Auth):
+                reason = f"first message must be auth: {exc}"
+                raise _Refused(CloseCode.AUTH_TIMEOUT, reason) from None
+            if isinstance(message, Auth):
+                token, cursor = message.token, message.cursor
+            elif isinstance(message, Resume) and fallback is not None:
+                cursor = message.cursor
+            elif fallback is None:
                 raise _Refused(CloseCode.AUTH_TIMEOUT, "first message must be auth")
-            token, cursor = message.token, message.cursor
+        assert token is not None
         try:
             return self.verifier.verify(token), cursor
         except InvalidToken as exc:
@@ -137,11 +146,12 @@ class WebSocketEndpoint:
         conn = Connection(
             claims.user_id, uuid.uuid4().hex, self.settings.send_queue_max, self.metrics
         )
-        if self.hub.add(conn):
-            await self.store.add_session(conn.user_id)
+        first_here = self.hub.add(conn)
         sender = asyncio.create_task(self._send_loop(websocket, conn))
         expiry = asyncio.create_task(self._close_at_expiry(conn, claims.expires_at))
         try:
+            if first_here:
+                await self.store.add_session(conn.user_id)
             conn.send(Welcome(conn.user_id, conn.connection_id, self.settings.heartbeat_s))
             await self._sync(conn, cursor)
             await self._receive_loop(websocket, conn, expiry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,10 @@ from gateway.protocol import CloseCode, ServerMessage, encode, event_frame
 from gateway.sessions.base import Delivery, Snapshot, cursor_key
 
 log = logging.getLogger("orderpush.hub")
+
+#: Cursors remembered per connection to drop a delivery sent twice (a
+#: redelivery routed again); older duplicates are caught by version.
+SENT_CURSORS_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +46,14 @@ class Connection:
 
     While it synchronises (replay or snapshot), live deliveries wait in
     `_pending`; afterwards each delivery goes through `_push`, which drops what
-    the client already has: cursors not newer than the last one sent, and
-    order.* events whose version is not newer than the one already shown.
+    the client already has: cursors up to the sync horizon (the resume cursor
+    or the snapshot's), cursors already sent, and order.* events whose version
+    is not newer than the one already shown.
+
+    Live cursors may arrive out of order: two instances append two orders of
+    one user to the same history and route them independently. So "already
+    sent" is a set of recent cursors, not "older than the newest": the latter
+    would drop the event that lost the race.
     """
 
     def __init__(
@@ -54,7 +65,11 @@ class Connection:
         self._queue_max = queue_max
         self._metrics = metrics
         self._versions: dict[str, int] = {}
-        self._last_cursor: tuple[int, int] = (0, 0)
+        self._horizon: tuple[int, int] = (0, 0)
+        self._sent: set[str] = set()
+        self._sent_order: deque[str] = deque()
+        self._newest: tuple[int, int] = (0, 0)
+        #: The newest cursor this connection has been sent (or resumed from).
         self.cursor: str | None = None
         self._syncing = True
         self._pending: list[tuple[Delivery, str]] = []
@@ -101,10 +116,15 @@ class Connection:
             log.error("refused to push %s's event to %s", event.user_id, self.user_id)
             return False
         key = cursor_key(delivery.cursor)
-        if key <= self._last_cursor:
+        if key <= self._horizon or delivery.cursor in self._sent:
             return False
-        self._last_cursor = key
-        self.cursor = delivery.cursor
+        self._sent.add(delivery.cursor)
+        self._sent_order.append(delivery.cursor)
+        if len(self._sent_order) > SENT_CURSORS_MAX:
+            self._sent.discard(self._sent_order.popleft())
+        if key > self._newest:
+            self._newest = key
+            self.cursor = delivery.cursor
         if event.is_order_event and event.version is not None:
             known = self._versions.get(event.order_id)
             if known is not None and event.version <= known:
@@ -118,7 +138,9 @@ class Connection:
         """Start a replay from `cursor` (None: from a snapshot, seeded later)."""
         self._syncing = True
         self._versions.clear()
-        self._last_cursor = cursor_key(cursor) if cursor else (0, 0)
+        self._sent.clear()
+        self._sent_order.clear()
+        self._horizon = self._newest = cursor_key(cursor) if cursor else (0, 0)
         self.cursor = cursor
 
     def replay(self, deliveries: Iterable[Delivery]) -> int:
@@ -126,7 +148,7 @@ class Connection:
 
     def seed(self, snapshot: Snapshot) -> None:
         self._versions = {o.order_id: o.version for o in snapshot.orders}
-        self._last_cursor = cursor_key(snapshot.cursor)
+        self._horizon = self._newest = cursor_key(snapshot.cursor)
         self.cursor = snapshot.cursor
 
     def go_live(self) -> None:

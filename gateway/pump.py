@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from gateway.bus.base import BusError, Consumer, EventBus, Record, next_offsets
 from gateway.bus.poison import sort_records
@@ -21,6 +23,7 @@ from gateway.sessions.base import Incoming, SessionStore
 log = logging.getLogger("orderpush.pump")
 
 RETRY_MAX_S = 5.0
+T = TypeVar("T")
 
 
 class Pump:
@@ -45,6 +48,7 @@ class Pump:
         self.consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
+        self.retries = 0
 
     async def start(self) -> None:
         self.consumer = await self.bus.consumer(TOPICS, self.group, client_id=self.client_id)
@@ -76,12 +80,17 @@ class Pump:
                 delay_s = min(RETRY_MAX_S, delay_s * 2)
 
     async def handle(self, consumer: Consumer, records: list[Record]) -> None:
+        """Hand a batch on, then commit it. Each step is retried until it
+        succeeds: the consumer has moved past these records, so giving up on
+        one step and committing a later batch would lose them."""
         batch = sort_records(records)
         if batch.dead_letters:
-            self.metrics.poison_records.inc(len(batch.dead_letters))
-            await self.bus.publish(batch.dead_letters)
+            letters = batch.dead_letters
+            await self._retrying("dead-letter topic", lambda: self.bus.publish(letters))
+            self.metrics.poison_records.inc(len(letters))
         incoming = [Incoming(event, rec.value, rec.timestamp_ms) for rec, event in batch.events]
-        await self._hand_on(incoming)
+        deliveries = await self._retrying("session store", lambda: self.store.publish(incoming))
+        self.hub.deliver(deliveries)
         self.metrics.events_consumed.inc(len(incoming))
         try:
             await consumer.commit(next_offsets(records))
@@ -91,21 +100,18 @@ class Pump:
             log.warning("commit failed, records will be redelivered: %s", exc)
         self.batches += 1
 
-    async def _hand_on(self, incoming: list[Incoming]) -> None:
-        """Append + route, retried until it succeeds: committing past events
-        that were never handed on would lose them."""
+    async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         delay_s = 0.1
         while True:
             try:
-                deliveries = await self.store.publish(incoming)
-                break
+                return await step()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("session store unavailable; retrying in %.1fs", delay_s)
+            except Exception as exc:
+                self.retries += 1
+                log.warning("%s unavailable (%s); retrying in %.1fs", what, exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(RETRY_MAX_S, delay_s * 2)
-        self.hub.deliver(deliveries)
 
     async def lag(self) -> int:
         if self.consumer is None:

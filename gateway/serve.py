@@ -41,6 +41,7 @@ def stubs_app(settings: Settings, only: str | None, data_dir: str | None) -> Sta
         view=stack.view,
         jwt_secret=settings.jwt_secret,
         dev_mode=settings.dev_mode,
+        verifier=settings.token_verifier(),
     )
     return Starlette(routes=routes, lifespan=lifespan)
 

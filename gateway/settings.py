@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.auth import TokenVerifier
+
 DEV_SECRET = "orderpush-dev-secret-change-me-0123456789"
 
 
@@ -43,6 +45,7 @@ class Settings:
     storefront_url: str | None = None
     heartbeat_s: float = 25.0
     auth_timeout_s: float = 10.0
+    auth_grace_s: float = 0.25
     lease_ttl_s: float = 30.0
     history_max: int = 1000
     send_queue_max: int = 1000
@@ -55,9 +58,25 @@ class Settings:
     def verify_key(self) -> str:
         return self.jwt_public_key if self.jwt_public_key else self.jwt_secret
 
+    def token_verifier(self) -> TokenVerifier:
+        """One verifier for the gateway and the storefront API alike."""
+        return TokenVerifier(
+            self.verify_key,
+            self.jwt_algorithm,
+            audience=self.jwt_audience,
+            issuer=self.jwt_issuer,
+        )
+
     def validated(self) -> Settings:
         check_url("--bus", "ORDERPUSH_BUS", self.bus_url, ("memory", "kafka"))
-        check_url("--sessions", "ORDERPUSH_SESSIONS", self.sessions_url, ("memory", "redis"))
+        check_url(
+            "--sessions", "ORDERPUSH_SESSIONS", self.sessions_url, ("memory", "redis", "rediss")
+        )
+        if not self.session_key_prefix or set("{} ") & set(self.session_key_prefix):
+            raise ConfigError(
+                f"ORDERPUSH_SESSION_KEY_PREFIX: {self.session_key_prefix!r} must be non-empty, "
+                "without braces or spaces"
+            )
         if self.storefront_url is not None:
             check_url(
                 "--storefront-url",
@@ -79,6 +98,7 @@ class Settings:
         for name, value in (
             ("ORDERPUSH_HEARTBEAT_S", self.heartbeat_s),
             ("ORDERPUSH_AUTH_TIMEOUT_S", self.auth_timeout_s),
+            ("ORDERPUSH_AUTH_GRACE_S", self.auth_grace_s),
             ("ORDERPUSH_LEASE_TTL_S", self.lease_ttl_s),
             ("ORDERPUSH_HISTORY_MAX", self.history_max),
             ("ORDERPUSH_SEND_QUEUE_MAX", self.send_queue_max),
@@ -99,7 +119,7 @@ def check_url(flag: str, env: str, url: str, schemes: tuple[str, ...]) -> None:
     if parts.scheme not in schemes:
         allowed = ", ".join(f"{s}://" for s in schemes)
         raise ConfigError(f"{flag} / {env}: {url!r} must start with one of {allowed}")
-    if parts.scheme in ("kafka", "redis", "http", "https") and not parts.netloc:
+    if parts.scheme in ("kafka", "redis", "rediss", "http", "https") and not parts.netloc:
         raise ConfigError(f"{flag} / {env}: {url!r} names no host")
 
 
@@ -158,6 +178,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         storefront_url=env.get("ORDERPUSH_STOREFRONT_URL") or None,
         heartbeat_s=_float(env, "ORDERPUSH_HEARTBEAT_S", base.heartbeat_s),
         auth_timeout_s=_float(env, "ORDERPUSH_AUTH_TIMEOUT_S", base.auth_timeout_s),
+        auth_grace_s=_float(env, "ORDERPUSH_AUTH_GRACE_S", base.auth_grace_s),
         lease_ttl_s=_float(env, "ORDERPUSH_LEASE_TTL_S", base.lease_ttl_s),
         history_max=_int(env, "ORDERPUSH_HISTORY_MAX", base.history_max),
         send_queue_max=_int(env, "ORDERPUSH_SEND_QUEUE_MAX", base.send_queue_max),

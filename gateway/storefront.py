@@ -12,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-# Request headers worth passing on; hop-by-hop ones and cookies stay here.
+# Headers worth passing on; hop-by-hop ones and cookies stay here.
 FORWARDED_HEADERS = ("authorization", "content-type", "idempotency-key", "traceparent", "accept")
+RETURNED_HEADERS = ("idempotent-replayed", "www-authenticate", "retry-after", "location")
 
 
 def storefront_client(app: ASGIApp | None, url: str | None) -> httpx.AsyncClient | None:
@@ -51,4 +52,5 @@ class StorefrontProxy:
             upstream.content,
             status_code=upstream.status_code,
             media_type=upstream.headers.get("content-type"),
+            headers={k: v for k, v in upstream.headers.items() if k.lower() in RETURNED_HEADERS},
         )

@@ -18,14 +18,16 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: ASGIApp, *, ws_max_size: int = 64 * 1024) -> AsyncIterator[str]:
+async def serve(
+    app: ASGIApp, *, ws_max_size: int = 64 * 1024, log_level: str = "warning"
+) -> AsyncIterator[str]:
     """Run `app` under uvicorn in this event loop; yields "127.0.0.1:PORT"."""
     port = free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
-        log_level="warning",
+        log_level=log_level,
         ws_max_size=ws_max_size,
         lifespan="on",
     )

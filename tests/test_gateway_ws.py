@@ -53,9 +53,10 @@ async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
 
 
 async def test_user_receives_own_events_in_order_and_nobody_else_does(running: Running) -> None:
-    async with connect(running.addr, token("alice")) as alice, connect(
-        running.addr, token("bob")
-    ) as bob:
+    async with (
+        connect(running.addr, token("alice")) as alice,
+        connect(running.addr, token("bob")) as bob,
+    ):
         await alice.recv_type("snapshot")
         await bob.recv_type("snapshot")
         await running.emit("alice", "o1", 1)
@@ -210,13 +211,16 @@ async def test_flooding_client_closes_4029(running: Running) -> None:
 
 @pytest.mark.parametrize("running", [{"send_queue_max": 5}], indirect=True)
 async def test_client_too_slow_closes_4009_and_others_go_on(running: Running) -> None:
-    async with connect(running.addr, token("slow")) as slow, connect(
-        running.addr, token("fast")
-    ) as fast:
+    async with (
+        connect(running.addr, token("slow")) as slow,
+        connect(running.addr, token("fast")) as fast,
+    ):
         await slow.recv_type("snapshot")
         await fast.recv_type("snapshot")
         events = [
-            make_event("order.pending", order_id=f"o{i}", user_id="slow", status="pending", version=1)
+            make_event(
+                "order.pending", order_id=f"o{i}", user_id="slow", status="pending", version=1
+            )
             for i in range(50)
         ]
         await running.gateway.bus.publish(
@@ -269,11 +273,15 @@ async def test_event_fields_unknown_to_the_gateway_reach_the_client(running: Run
         await alice.recv_type("snapshot")
         event = json.loads(
             encode_event(
-                make_event("order.pending", order_id="o1", user_id="alice", status="pending", version=1)
+                make_event(
+                    "order.pending", order_id="o1", user_id="alice", status="pending", version=1
+                )
             )
         )
         event["shipment_eta"] = "tomorrow"
-        await running.gateway.bus.publish([OutgoingRecord("orders", "o1", json.dumps(event).encode())])
+        await running.gateway.bus.publish(
+            [OutgoingRecord("orders", "o1", json.dumps(event).encode())]
+        )
         (received,) = await alice.events(1)
         assert received["event"]["shipment_eta"] == "tomorrow"
 
@@ -289,3 +297,23 @@ async def test_server_shutdown_closes_1012() -> None:
         code = await alice.closed_with(timeout_s=15)
     await stopping
     assert code == CloseCode.SERVICE_RESTART
+
+
+async def test_query_token_never_reaches_the_logs(capfd: pytest.CaptureFixture[str]) -> None:
+    app = create_app(Settings(sessions_url=f"memory://{unique('t')}"))
+    secret_token = token("alice")
+    async with serve(app, log_level="info") as addr:
+        async with connect(addr, path=f"/ws?token={secret_token}") as client:
+            await client.recv_type("welcome")
+    logged = capfd.readouterr().err
+    assert "WebSocket /ws?token=[redacted]" in logged  # uvicorn logs to stderr
+    assert secret_token not in logged
+
+
+async def test_auth_message_takes_precedence_over_the_cookie(running: Running) -> None:
+    headers = {"Cookie": f"orderpush_token={token('cookie-user')}"}
+    async with connect(running.addr, token("message-user"), additional_headers=headers) as c:
+        assert (await c.recv_type("snapshot"))["type"] == "snapshot"
+    async with connect(running.addr, additional_headers=headers) as c:
+        await c.send({"type": "auth", "token": token("message-user")})
+        assert (await c.recv_type("welcome"))["user_id"] == "message-user"

@@ -87,11 +87,14 @@ class SessionStore(Protocol):
     async def publish(self, items: Sequence[Incoming]) -> list[Delivery]:
         """Append events to their users' histories and views, and route them.
 
-        Events already appended once (same `event_id`, e.g. redelivered after a
-        crash) are skipped. Each new event is sent to every *other* instance
-        holding a session of its user; the returned deliveries, in input order,
-        are for the caller to push to its own sockets. Batched: a fixed number
-        of round trips per call, never one per event.
+        An event appended before (same `event_id`, e.g. redelivered after a
+        crash) is not appended again: it keeps its first cursor and is routed
+        again, so sockets that missed it because the crash came between append
+        and route get it, and those that have it drop it by cursor. Each event
+        is sent to every *other* instance holding a session of its user; the
+        returned deliveries, in input order, are for the caller to push to its
+        own sockets. Batched: a fixed number of round trips per call, never one
+        per event.
         """
         ...
 

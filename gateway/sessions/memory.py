@@ -36,7 +36,8 @@ class MemoryBackplane:
     def __init__(self) -> None:
         self.histories: dict[str, _History] = {}
         self.views: dict[str, dict[str, OrderState]] = {}
-        self.seen: OrderedDict[str, None] = OrderedDict()
+        # event_id -> the cursor it was appended under
+        self.seen: OrderedDict[str, str] = OrderedDict()
         self.leases: dict[str, dict[str, float]] = {}
         self.instances: dict[str, DeliverFn] = {}
 
@@ -79,16 +80,17 @@ class MemorySessionStore:
         history.last_id = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
         return history.last_id
 
-    def _append(self, item: Incoming) -> Delivery | None:
+    def _append(self, item: Incoming) -> Delivery:
         event = item.event
-        if event.event_id in self._bp.seen:
-            return None
-        self._bp.seen[event.event_id] = None
-        if len(self._bp.seen) > SEEN_EVENT_IDS_MAX:
-            self._bp.seen.popitem(last=False)
+        first_cursor = self._bp.seen.get(event.event_id)
+        if first_cursor is not None:
+            return Delivery(event.user_id, first_cursor, event, item.raw, item.produced_ms)
         history = self._bp.histories.setdefault(event.user_id, _History())
         ms, seq = self._next_id(history)
         delivery = Delivery(event.user_id, f"{ms}-{seq}", event, item.raw, item.produced_ms)
+        self._bp.seen[event.event_id] = delivery.cursor
+        if len(self._bp.seen) > SEEN_EVENT_IDS_MAX:
+            self._bp.seen.popitem(last=False)
         history.entries.append(delivery)
         while len(history.entries) > self.history_max:
             history.max_deleted = cursor_key(history.entries.popleft().cursor)
@@ -102,7 +104,7 @@ class MemorySessionStore:
         return delivery
 
     async def publish(self, items: Sequence[Incoming]) -> list[Delivery]:
-        deliveries = [d for d in map(self._append, items) if d is not None]
+        deliveries = [self._append(item) for item in items]
         now = time.monotonic()
         remote: dict[str, list[Delivery]] = {}
         for delivery in deliveries:

@@ -26,7 +26,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline, PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -53,6 +53,8 @@ DEDUPE_TTL_S: Final = 86_400.0
 RECONNECT_MIN_S: Final = 0.2
 RECONNECT_MAX_S: Final = 5.0
 SUBSCRIBE_TIMEOUT_S: Final = 5.0
+POOL_MAX_CONNECTIONS: Final = 64
+POOL_WAIT_S: Final = 10.0
 
 # Appends one event. Atomic, so the dedupe marker, the history entry and the
 # view never disagree. KEYS: marker, stream, view. ARGV: attempt token, marker
@@ -61,11 +63,14 @@ SUBSCRIBE_TIMEOUT_S: Final = 5.0
 _APPEND_LUA: Final = """
 local marker = redis.call('GET', KEYS[1])
 if marker then
-  -- Our own pipeline retried after a lost reply gets its entry back;
-  -- a redelivered event (another attempt) is skipped.
+  -- Appended before: by our own pipeline retried after a lost reply (same
+  -- token: still new to the caller), or a redelivery (another token). Either
+  -- way the entry keeps its cursor and is routed again; sockets drop what
+  -- they already have, and those that missed it (a crash between append and
+  -- route) get it now.
   local token, id = string.match(marker, '^(%S+) (.+)$')
-  if token == ARGV[1] then return id end
-  return false
+  if token == ARGV[1] then return {id, 1} end
+  return {id, 0}
 end
 local excess = redis.call('XLEN', KEYS[2]) + 1 - tonumber(ARGV[3])
 local trimmed = excess > 0 and redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', excess)
@@ -84,7 +89,7 @@ if ARGV[6] ~= '' then
 end
 -- Marked last: if a call above fails, a retry appends the event instead of skipping it.
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. id, 'EX', ARGV[2])
-return id
+return {id, 1}
 """
 _APPEND_SHA: Final = hashlib.sha1(_APPEND_LUA.encode()).hexdigest()
 
@@ -155,8 +160,12 @@ class RedisSessionStore:
             raise SessionStoreError("history_max, lease_ttl_s and dedupe_ttl_s must be positive")
         try:
             # Lazy: nothing connects before start(); a malformed URL fails here.
-            self._redis = Redis.from_url(
+            # A burst of handshakes must queue for a connection, not fail: the
+            # default pool raises once its 100 connections are busy.
+            pool = BlockingConnectionPool.from_url(
                 url,
+                max_connections=POOL_MAX_CONNECTIONS,
+                timeout=POOL_WAIT_S,
                 # Named so `CLIENT LIST` shows which instance a connection belongs to.
                 client_name=f"orderpush:{instance_id}",
                 # from_url's connections do not retry at all by default, so the
@@ -165,6 +174,7 @@ class RedisSessionStore:
                 # the append script recognises its own attempt token.
                 retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
             )
+            self._redis = Redis.from_pool(pool)  # the client owns (and closes) the pool
         except ValueError as exc:
             raise SessionStoreError(f"sessions URL {self.url!r}: {exc}") from None
         self.instance_id = instance_id
@@ -317,19 +327,18 @@ class RedisSessionStore:
         if not batch:
             return []
         users = list(dict.fromkeys(item.event.user_id for item in batch))
-        ids, holders = await self._append(batch, users)
+        appended, holders = await self._append(batch, users)
         deliveries = [
-            Delivery(item.event.user_id, _str(entry_id), item.event, item.raw, item.produced_ms)
-            for item, entry_id in zip(batch, ids, strict=True)
-            if entry_id is not None
+            Delivery(item.event.user_id, _str(entry[0]), item.event, item.raw, item.produced_ms)
+            for item, entry in zip(batch, appended, strict=True)
         ]
-        self.published_events += len(deliveries)
+        self.published_events += sum(int(entry[1]) for entry in appended)
         await self._route(deliveries, dict(zip(users, holders, strict=True)))
         return deliveries
 
     async def _append(
         self, batch: list[Incoming], users: list[str]
-    ) -> tuple[list[bytes | None], list[list[bytes]]]:
+    ) -> tuple[list[list[Any]], list[list[bytes]]]:
         """Round trip 1: run the append script per event and read the leases."""
         token = uuid.uuid4().hex  # one per call, so our own retries are not "duplicates"
         now_ms = _now_ms()
