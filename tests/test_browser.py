@@ -1,0 +1,77 @@
+"""The pages in a real browser: headless Debian chromium, driven by
+playwright-core from Node (`tests/browser/*.test.mjs`, run with `node --test`),
+against the demo app under a real uvicorn on a free port.
+
+One pytest test per test file, each with its own server. Node's output is
+shown when it fails (and with `pytest -s`, always: the latency figures are in
+it). Screenshots land in artifacts/screenshots/, the latency figures in
+artifacts/latency.json. Needs `make browser` (deselect with
+ORDERPUSH_TEST_BACKENDS without `browser`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.demo import build_demo_app
+from gateway.settings import Settings
+from tests.backends import unique
+from tests.server import serve
+
+ROOT = Path(__file__).resolve().parent.parent
+BROWSER_TESTS = ROOT / "tests" / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+NODE_TIMEOUT_S = 300
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(NODE_TIMEOUT_S + 60)]
+
+
+def _missing() -> str | None:
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not Path(CHROMIUM).is_file():
+        return f"{CHROMIUM} is missing"
+    if not (BROWSER_TESTS / "node_modules" / "playwright-core").is_dir():
+        return "playwright-core is not installed in tests/browser"
+    return None
+
+
+@pytest.mark.parametrize(
+    "test_file",
+    sorted(p.name for p in BROWSER_TESTS.glob("*.test.mjs")),
+)
+async def test_in_browser(test_file: str) -> None:
+    missing = _missing()
+    if missing:
+        pytest.fail(f"{missing}: run `make browser` (scripts/install-browser.sh)")
+    app = build_demo_app(Settings(sessions_url=f"memory://{unique('browser')}"))
+    async with serve(app) as addr:
+        env = {**os.environ, "ORDERPUSH_URL": f"http://{addr}", "CHROMIUM": CHROMIUM}
+        proc = await asyncio.create_subprocess_exec(
+            "node",
+            "--test",
+            "--test-reporter=spec",
+            str(BROWSER_TESTS / test_file),
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # so a timeout can end node and its chromium together
+        )
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), NODE_TIMEOUT_S)
+        except TimeoutError:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = await proc.communicate()
+            pytest.fail(f"node --test {test_file} took over {NODE_TIMEOUT_S} s:\n{output.decode()}")
+    text = output.decode(errors="replace")
+    sys.stdout.write(text)
+    assert proc.returncode == 0, f"node --test {test_file} failed:\n{text}"
