@@ -247,6 +247,6 @@ class WebSocketEndpoint:
             except Exception:
                 conn.close(CloseCode.GOING_AWAY)
                 return
-            if item.produced_ms:
+            if item.is_event:
                 self.metrics.frames_sent.inc()
                 self.metrics.observe_push(item.produced_ms)

@@ -35,7 +35,9 @@ class Close:
 @dataclass(frozen=True, slots=True)
 class Frame:
     text: str
+    #: Bus timestamp of a live event frame (push latency); 0 for anything else.
     produced_ms: int = 0
+    is_event: bool = False
 
 
 QueueItem = Frame | Close
@@ -108,7 +110,7 @@ class Connection:
             return
         self._push(delivery, frame)
 
-    def _push(self, delivery: Delivery, frame: str) -> bool:
+    def _push(self, delivery: Delivery, frame: str, *, live: bool = True) -> bool:
         event = delivery.event
         if delivery.user_id != self.user_id or event.user_id != self.user_id:
             # Never reachable through the hub's routing; kept as the last line
@@ -131,7 +133,9 @@ class Connection:
                 self._metrics.stale_dropped.inc()
                 return False
             self._versions[event.order_id] = event.version
-        self._enqueue(Frame(frame, delivery.produced_ms))
+        # A replayed event is as old as the client's absence: timing it would
+        # report the outage, not the push path.
+        self._enqueue(Frame(frame, delivery.produced_ms if live else 0, is_event=True))
         return True
 
     def begin_sync(self, cursor: str | None) -> None:
@@ -144,7 +148,7 @@ class Connection:
         self.cursor = cursor
 
     def replay(self, deliveries: Iterable[Delivery]) -> int:
-        return sum(self._push(d, event_frame(d.cursor, d.raw)) for d in deliveries)
+        return sum(self._push(d, event_frame(d.cursor, d.raw), live=False) for d in deliveries)
 
     def seed(self, snapshot: Snapshot) -> None:
         self._versions = {o.order_id: o.version for o in snapshot.orders}

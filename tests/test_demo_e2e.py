@@ -64,10 +64,17 @@ async def test_order_is_pushed_pending_then_confirmed_to_its_user_only(demo: str
 
             events = await events_until(alice, {"order.confirmed"})
             assert all(e["order_id"] == order_id and e["user_id"] == "alice" for e in events)
-            order_events = [(e["type"], e["version"]) for e in events if e["type"].startswith("order.")]
+            order_events = [
+                (e["type"], e["version"]) for e in events if e["type"].startswith("order.")
+            ]
             assert order_events == [("order.pending", 1), ("order.confirmed", 2)]
             types = {e["type"] for e in events}
-            assert {"payment.authorized", "inventory.reserved", "billing.invoiced", "delivery.scheduled"} <= types
+            assert {
+                "payment.authorized",
+                "inventory.reserved",
+                "billing.invoiced",
+                "delivery.scheduled",
+            } <= types
             assert await bob.silent(0.5)
 
 

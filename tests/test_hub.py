@@ -100,3 +100,17 @@ def test_hub_routes_by_user_and_closes_slow_connections() -> None:
     assert alice.closing is not None and alice.closing.code == CloseCode.CLIENT_TOO_SLOW
     assert sent_cursors(bob) == ["9-0"]
     assert hub.remove(alice) and hub.connection_count() == 1
+
+
+def test_replayed_frames_are_not_timed_as_pushes() -> None:
+    conn = Connection("alice", "c1", 100, GatewayMetrics())
+    conn.begin_sync("0-0")
+    old = Delivery("alice", "4-0", delivery("4-0").event, delivery("4-0").raw, produced_ms=1234)
+    conn.replay([old])
+    conn.go_live()
+    offer(conn, Delivery("alice", "5-0", delivery("5-0", order="o2").event, b"{}", produced_ms=99))
+    frames = [conn.queue.get_nowait(), conn.queue.get_nowait()]
+    assert [(f.is_event, f.produced_ms) for f in frames if isinstance(f, Frame)] == [
+        (True, 0),
+        (True, 99),
+    ]
