@@ -20,7 +20,16 @@ import httpx
 def one_run(port: int) -> float:
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

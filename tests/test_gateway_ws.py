@@ -302,9 +302,11 @@ async def test_server_shutdown_closes_1012() -> None:
 async def test_query_token_never_reaches_the_logs(capfd: pytest.CaptureFixture[str]) -> None:
     app = create_app(Settings(sessions_url=f"memory://{unique('t')}"))
     secret_token = token("alice")
-    async with serve(app, log_level="info") as addr:
-        async with connect(addr, path=f"/ws?token={secret_token}") as client:
-            await client.recv_type("welcome")
+    async with (
+        serve(app, log_level="info") as addr,
+        connect(addr, path=f"/ws?token={secret_token}") as client,
+    ):
+        await client.recv_type("welcome")
     logged = capfd.readouterr().err
     assert "WebSocket /ws?token=[redacted]" in logged  # uvicorn logs to stderr
     assert secret_token not in logged

@@ -10,6 +10,7 @@ Used by scripts/services.sh; needs aiokafka (exit code 3 when it is missing).
 Exit codes: 0 ready, 1 not ready before the deadline (the last error is
 printed), 2 bad usage, 3 aiokafka is not importable.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,7 @@ async def _connect(bootstrap: str, deadline: float) -> AIOKafkaAdminClient:
             raise NotReady(f"broker at {bootstrap} did not answer: {last!r}")
         try:
             return await asyncio.wait_for(_admin(bootstrap, 5000), timeout=min(left, 10))
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             last = exc
             await asyncio.sleep(0.5)
 
@@ -87,7 +88,9 @@ async def _ensure_topics(admin, topics: list[str], partitions: int, deadline: fl
         )
         for name, code, message in _topic_errors(response):
             if code not in (0, TOPIC_ALREADY_EXISTS):
-                raise NotReady(f"creating topic {name!r} failed: {for_code(code).__name__} {message}")
+                raise NotReady(
+                    f"creating topic {name!r} failed: {for_code(code).__name__} {message}"
+                )
         _say(f"created topics: {', '.join(missing)}")
     # Wait until every topic has a leader on each of its partitions.
     while True:
@@ -98,7 +101,9 @@ async def _ensure_topics(admin, topics: list[str], partitions: int, deadline: fl
             if code != 0 or not parts or any(p["leader"] < 0 for p in parts):
                 pending.append(name)
             elif len(parts) < partitions:
-                _say(f"warning: topic {name!r} exists with {len(parts)} partitions (< {partitions})")
+                _say(
+                    f"warning: topic {name!r} exists with {len(parts)} partitions (< {partitions})"
+                )
         if not pending:
             return
         if time.monotonic() > deadline:
@@ -114,7 +119,7 @@ async def _warm_coordinator(admin, key: str, kind: int, deadline: float) -> None
         try:
             await admin.find_coordinator(key, kind)
             return
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             code = getattr(exc, "errno", None)
             if code not in COORDINATOR_RETRIABLE or time.monotonic() > deadline:
                 raise NotReady(f"coordinator (type {kind}) not available: {exc!r}") from exc
@@ -127,7 +132,9 @@ async def main(argv: list[str]) -> int:
     ap.add_argument("--timeout", type=float, default=90.0)
     ap.add_argument("--topics", default="", help="comma-separated topics to create")
     ap.add_argument("--partitions", type=int, default=4)
-    ap.add_argument("--warm", action="store_true", help="also wait for group and transaction coordinators")
+    ap.add_argument(
+        "--warm", action="store_true", help="also wait for group and transaction coordinators"
+    )
     ap.add_argument("--check", action="store_true", help="one quick probe (status)")
     args = ap.parse_args(argv)
 
