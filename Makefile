@@ -4,7 +4,7 @@
 PYTHON ?= python3
 PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 
-.PHONY: install demo test test-python test-js lint typecheck check bench-demo
+.PHONY: install tools demo test test-python test-js lint typecheck check bench-demo
 
 install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[dev]'
@@ -13,7 +13,11 @@ demo: install
 	$(PYTHON) -m gateway.cli demo
 
 # pytest's exit code 5 (nothing collected) means the setup is broken: fail.
-test: install services browser test-js test-python
+test: install tools services browser test-js test-python
+
+# kcat: the outside producer of the Kafka tests (Debian package).
+tools:
+	@command -v kcat >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kcat >/dev/null; }
 
 test-python:
 	@$(PYTHON) -m pytest -ra $(PYTEST_ARGS); rc=$$?; \
