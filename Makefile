@@ -34,7 +34,7 @@ lint:
 typecheck:
 	$(PYTHON) -m mypy
 
-check: lint typecheck
+check: lint typecheck dockerfile-lint
 
 bench-demo: install
 	$(PYTHON) bench/demo_latency.py

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _server_flags(stubs, 8100)
     stubs.add_argument("--bus", help="memory:// or kafka://HOST:PORT (ORDERPUSH_BUS)")
     stubs.add_argument(
-        "--only", help="comma-separated services: payment,order,inventory,billing,delivery"
+        "--only",
+        help="comma-separated parts: payment,order,inventory,billing,delivery,view (default all)",
     )
     stubs.add_argument(
         "--data-dir", help="where each service keeps its SQLite file (default: memory)"
