@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from backend_stubs.new_order import NewOrderService
 from backend_stubs.runner import follow_up
-from backend_stubs.store import Store
 from gateway.events import Event
 
 _SCHEMA: Final = """
@@ -28,20 +28,13 @@ def invoice_number(number: int) -> str:
     return f"INV-{number:06d}"
 
 
-class BillingService:
-    name: Final = "billing"
-    topics: Final = ("orders",)
+class BillingService(NewOrderService):
+    name = "billing"
+    table = "invoices"
+    schema = _SCHEMA
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        store.migrate(_SCHEMA)
-
-    def handle(self, event: Event) -> list[Event]:
-        if event.type != "order.pending":
-            return []
+    def act(self, event: Event) -> list[Event]:
         conn = self.store.conn
-        if conn.execute("SELECT 1 FROM invoices WHERE order_id = ?", (event.order_id,)).fetchone():
-            return []  # invoiced already under another event id
         amount = event.data.get("amount_cents")
         amount_cents = amount if isinstance(amount, int) else 0
         currency = str(event.data.get("currency", "EUR"))

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from backend_stubs.new_order import NewOrderService
 from backend_stubs.runner import follow_up
-from backend_stubs.store import Store
 from gateway.events import Event
 
 FIRST_SLOT_HOUR: Final = 8
@@ -39,22 +39,13 @@ def slot_for(booked: int, now: datetime) -> tuple[str, str]:
     return _rfc3339(start), _rfc3339(start + timedelta(hours=SLOT_HOURS))
 
 
-class DeliveryService:
-    name: Final = "delivery"
-    topics: Final = ("orders",)
+class DeliveryService(NewOrderService):
+    name = "delivery"
+    table = "deliveries"
+    schema = _SCHEMA
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        store.migrate(_SCHEMA)
-
-    def handle(self, event: Event) -> list[Event]:
-        if event.type != "order.pending":
-            return []
+    def act(self, event: Event) -> list[Event]:
         conn = self.store.conn
-        if conn.execute(
-            "SELECT 1 FROM deliveries WHERE order_id = ?", (event.order_id,)
-        ).fetchone():
-            return []  # scheduled already under another event id
         (booked,) = conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()
         start, end = slot_for(int(booked), datetime.now(UTC))
         conn.execute(

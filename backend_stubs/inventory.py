@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from backend_stubs.new_order import NewOrderService
 from backend_stubs.runner import follow_up
-from backend_stubs.store import Store
 from gateway.events import Event
 
 OUT_OF_STOCK_SKU: Final = "OUT-OF-STOCK"
@@ -33,22 +33,13 @@ def line_items(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [item for item in items if isinstance(item, dict)]
 
 
-class InventoryService:
-    name: Final = "inventory"
-    topics: Final = ("orders",)
+class InventoryService(NewOrderService):
+    name = "inventory"
+    table = "reservations"
+    schema = _SCHEMA
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        store.migrate(_SCHEMA)
-
-    def handle(self, event: Event) -> list[Event]:
-        if event.type != "order.pending":
-            return []
+    def act(self, event: Event) -> list[Event]:
         conn = self.store.conn
-        if conn.execute(
-            "SELECT 1 FROM reservations WHERE order_id = ?", (event.order_id,)
-        ).fetchone():
-            return []  # this order was handled under another event id
         items = line_items(event.data)
         missing = next((i["sku"] for i in items if i.get("sku") == OUT_OF_STOCK_SKU), None)
         status = "reserved" if missing is None else "rejected"
