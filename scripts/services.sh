@@ -5,6 +5,7 @@
 #   scripts/services.sh start    # install what is missing, start, wait, create topics
 #   scripts/services.sh stop     # stop what this script started, wipe Kafka's data
 #   scripts/services.sh status   # does each answer?
+#   scripts/services.sh start kafka   # only Kafka (or only redis); default: both
 #
 # Redis comes from Debian's redis-server; a Redis already answering PING on
 # the port is reused. Kafka's jars come from Maven Central through Maven
@@ -16,6 +17,9 @@
 #   ORDERPUSH_REDIS_PORT     6379
 #   ORDERPUSH_KAFKA_PORT     9092 (controller listener: ORDERPUSH_KAFKA_CONTROLLER_PORT, 9093)
 #   ORDERPUSH_KAFKA_HEAP     JVM heap flags (-Xms256m -Xmx512m)
+#   ORDERPUSH_KAFKA_KEEP_DATA  1: 'start' reuses an already formatted data dir and
+#                            'stop' keeps it, so a broker restarts with its topics,
+#                            records and offsets (fault tests; default 0: fresh cluster)
 #   ORDERPUSH_START_TIMEOUT  seconds to wait for both to answer (90)
 #   ORDERPUSH_TOPICS         topics to create (payments,orders,inventory,billing,delivery,deadletter)
 #   ORDERPUSH_TOPIC_PARTITIONS  4
@@ -36,6 +40,7 @@ KAFKA_HOST=127.0.0.1
 KAFKA_PORT="${ORDERPUSH_KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${ORDERPUSH_KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP="${ORDERPUSH_KAFKA_HEAP:--Xms256m -Xmx512m}"
+KAFKA_KEEP_DATA="${ORDERPUSH_KAFKA_KEEP_DATA:-0}"
 START_TIMEOUT="${ORDERPUSH_START_TIMEOUT:-90}"
 TOPICS="${ORDERPUSH_TOPICS:-payments,orders,inventory,billing,delivery,deadletter}"
 TOPIC_PARTITIONS="${ORDERPUSH_TOPIC_PARTITIONS:-4}"
@@ -272,15 +277,21 @@ start_kafka() {
     render "$KAFKA_SRC/server.properties.in" "$KAFKA_CONF/server.properties"
     render "$KAFKA_SRC/log4j.properties.in" "$KAFKA_CONF/log4j.properties"
 
-    # No broker of ours is running: start a fresh, empty cluster. (Reusing the
-    # data of a broker that died would also make the new one wait out the old
-    # one's session, ~9 s, before it may register again.)
-    rm -rf "$KAFKA_DATA"
-    mkdir -p "$KAFKA_DATA"
-    local fmt_log="$KAFKA_LOGS/storage-format.log"
-    kafka_cmd kafka.tools.StorageTool format -t "$(new_cluster_id)" -c "$KAFKA_CONF/server.properties"
-    "${KCMD[@]}" >"$fmt_log" 2>&1 || die "kafka: formatting storage (kafka.tools.StorageTool) failed; see $fmt_log:
+    if [ "$KAFKA_KEEP_DATA" = 1 ] && [ -f "$KAFKA_DATA/meta.properties" ]; then
+        # Asked to keep the data: restart the same cluster. (The new broker
+        # waits out the old one's session, ~9 s, before it may register again.)
+        say "kafka: reusing the data in $KAFKA_DATA (ORDERPUSH_KAFKA_KEEP_DATA=1)"
+    else
+        # No broker of ours is running: start a fresh, empty cluster. (Reusing
+        # the data of a broker that died would also make the new one wait out
+        # the old one's session, ~9 s, before it may register again.)
+        rm -rf "$KAFKA_DATA"
+        mkdir -p "$KAFKA_DATA"
+        local fmt_log="$KAFKA_LOGS/storage-format.log"
+        kafka_cmd kafka.tools.StorageTool format -t "$(new_cluster_id)" -c "$KAFKA_CONF/server.properties"
+        "${KCMD[@]}" >"$fmt_log" 2>&1 || die "kafka: formatting storage (kafka.tools.StorageTool) failed; see $fmt_log:
 $(tail -n 20 "$fmt_log")"
+    fi
 
     # Detached (own session, SIGHUP ignored, stdin from /dev/null, output to a
     # file): the broker outlives this script and the make that ran it. The
@@ -308,15 +319,16 @@ $(tail -n 25 "$KAFKA_LOGS/server.log" 2>/dev/null)
 $(tail -n 15 "$KAFKA_OUT" 2>/dev/null)"
 }
 
-wait_ready() {
-    local t0="$1" deadline
-    deadline=$(( $(date +%s) + START_TIMEOUT ))
+wait_redis() {  # wait_redis T0 DEADLINE
     until redis_ping; do
-        [ "$(date +%s)" -lt "$deadline" ] || die "redis: no PONG on $REDIS_HOST:$REDIS_PORT after ${START_TIMEOUT}s; see $REDIS_LOG"
+        [ "$(date +%s)" -lt "$2" ] || die "redis: no PONG on $REDIS_HOST:$REDIS_PORT after ${START_TIMEOUT}s; see $REDIS_LOG"
         sleep 0.1
     done
-    say "redis: answers PING ($(elapsed "$t0")s)"
+    say "redis: answers PING ($(elapsed "$1")s)"
+}
 
+wait_kafka() {  # wait_kafka T0 DEADLINE
+    local t0="$1" deadline="$2"
     # Watch the broker process while the readiness check waits for it.
     local left ready_log="$KAFKA_LOGS/ready.log" rc=0 kpid=""
     left=$(( deadline - $(date +%s) )); [ "$left" -gt 5 ] || left=5
@@ -361,39 +373,71 @@ stop_kafka() {
         say "kafka: something answers on $BOOTSTRAP but was not started by this script: left alone"
     fi
     rm -f "$KAFKA_PID"
-    rm -rf "$KAFKA_DATA"   # the next start formats a fresh, empty cluster
+    # The next start formats a fresh, empty cluster, unless told to keep it.
+    [ "$KAFKA_KEEP_DATA" = 1 ] || rm -rf "$KAFKA_DATA"
 }
 
 # ---------------------------------------------------------------- commands
 
+# Which servers a command acts on: the arguments after it (redis, kafka), else both.
+WITH_REDIS=1
+WITH_KAFKA=1
+select_services() {
+    [ "$#" -gt 0 ] || return 0
+    WITH_REDIS=0
+    WITH_KAFKA=0
+    local name
+    for name in "$@"; do
+        case "$name" in
+            redis) WITH_REDIS=1 ;;
+            kafka) WITH_KAFKA=1 ;;
+            *) echo "unknown service '$name' (expected: redis, kafka)" >&2; exit 2 ;;
+        esac
+    done
+}
+
 cmd_start() {
-    local t0
+    local t0 deadline started=""
     t0="$(now)"
     mkdir -p "$RUN_DIR"
-    start_redis
-    start_kafka
-    ensure_aiokafka
-    wait_ready "$t0"
-    say "started in $(elapsed "$t0")s: redis://$REDIS_HOST:$REDIS_PORT  kafka $BOOTSTRAP  (run dir $RUN_DIR)"
+    [ "$WITH_REDIS" -eq 0 ] || start_redis
+    if [ "$WITH_KAFKA" -eq 1 ]; then
+        start_kafka
+        ensure_aiokafka
+    fi
+    deadline=$(( $(date +%s) + START_TIMEOUT ))
+    if [ "$WITH_REDIS" -eq 1 ]; then
+        wait_redis "$t0" "$deadline"
+        started="redis://$REDIS_HOST:$REDIS_PORT"
+    fi
+    if [ "$WITH_KAFKA" -eq 1 ]; then
+        wait_kafka "$t0" "$deadline"
+        started="${started:+$started  }kafka $BOOTSTRAP"
+    fi
+    say "started in $(elapsed "$t0")s: $started  (run dir $RUN_DIR)"
 }
 
 cmd_stop() {
     local t0
     t0="$(now)"
-    stop_kafka
-    stop_redis
+    [ "$WITH_KAFKA" -eq 0 ] || stop_kafka
+    [ "$WITH_REDIS" -eq 0 ] || stop_redis
     say "stopped in $(elapsed "$t0")s"
 }
 
 cmd_status() {
     local rc=0 pid
-    if redis_ping; then
+    if [ "$WITH_REDIS" -eq 0 ]; then
+        :
+    elif redis_ping; then
         pid="$(pid_alive "$REDIS_PID" redis-server || true)"
         say "redis: answers PING on $REDIS_HOST:$REDIS_PORT${pid:+ (pid $pid, started here)}"
     else
         say "redis: NOT answering on $REDIS_HOST:$REDIS_PORT"; rc=1
     fi
-    if kafka_check 5; then
+    if [ "$WITH_KAFKA" -eq 0 ]; then
+        :
+    elif kafka_check 5; then
         pid="$(pid_alive "$KAFKA_PID" kafka.Kafka || true)"
         say "kafka: answers on $BOOTSTRAP${pid:+ (pid $pid, started here)}"
     else
@@ -403,10 +447,13 @@ cmd_status() {
     return "$rc"
 }
 
-case "${1:-}" in
+COMMAND="${1:-}"
+[ "$#" -eq 0 ] || shift
+select_services "$@"
+case "$COMMAND" in
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
     restart) cmd_stop; cmd_start ;;
-    *) echo "usage: $0 {start|stop|status|restart}" >&2; exit 2 ;;
+    *) echo "usage: $0 {start|stop|status|restart} [redis] [kafka]" >&2; exit 2 ;;
 esac

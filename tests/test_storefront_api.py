@@ -17,7 +17,7 @@ from backend_stubs.api import create_app
 from backend_stubs.stack import StubStack
 from gateway.auth import issue_token
 from gateway.bus import open_bus
-from tests.test_stubs_support import (
+from tests.stubs_support import (
     DECLINED_CARD,
     GOOD_CARD,
     SECRET,

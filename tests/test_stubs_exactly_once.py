@@ -34,7 +34,7 @@ from gateway.bus import (
 )
 from gateway.events import Event, encode_event, make_event
 from tests.backends import BUS_BACKENDS, bus_url, unique
-from tests.test_stubs_support import decoded, eventually, open_shop, order_body, read_topic
+from tests.stubs_support import decoded, eventually, open_shop, order_body, read_topic
 
 ITEMS = [{"sku": "SKU-1", "qty": 2}]
 

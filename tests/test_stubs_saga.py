@@ -12,7 +12,7 @@ from backend_stubs.tracing import trace_id, traceparent_of
 from gateway.bus import OutgoingRecord
 from gateway.events import DEAD_LETTER_TOPIC
 from tests.backends import BUS_BACKENDS
-from tests.test_stubs_support import (
+from tests.stubs_support import (
     DECLINED_CARD,
     Shop,
     auth,

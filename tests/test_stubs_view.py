@@ -12,7 +12,7 @@ from backend_stubs.order_view import OrderView
 from backend_stubs.store import Store
 from gateway.bus import EventBus, OutgoingRecord, open_bus
 from gateway.events import TOPIC_OF_TYPE, Event, encode_event, make_event
-from tests.test_stubs_support import eventually, read_topic
+from tests.stubs_support import eventually, read_topic
 
 AT = "2026-11-27T15:46:00.123Z"
 

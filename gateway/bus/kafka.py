@@ -239,6 +239,16 @@ async def _quietly(*closers: Any) -> None:
     for closer in closers:
         try:
             await closer
+        except asyncio.CancelledError:
+            # AIOKafkaConsumer.stop() cancels its pending fetch tasks and awaits
+            # them without catching their CancelledError (aiokafka 0.14: e.g. a
+            # fetch waiting to retry a broker that is down). That one is not a
+            # cancellation of this task: swallow it, unless this task was
+            # cancelled too.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            log.warning("kafka: closing a client was cut short by aiokafka (cancelled)")
         except Exception:
             log.warning("kafka: error while closing a client", exc_info=True)
 
@@ -452,6 +462,10 @@ class KafkaConsumer:
         producer, self._txn_producer = self._txn_producer, None
         # Leaving the group (not committing) hands the partitions over at once.
         await _quietly(self._consumer.stop())
+        # If aiokafka's stop() was cut short (see _quietly), its client is still
+        # open, and its metadata task would retry a dead broker for ever.
+        # Closing it again after a complete stop() is harmless.
+        await _quietly(self._consumer._client.close())
         if producer is not None:
             await _quietly(producer.stop())
 
