@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Protocol
 
 from prometheus_client import generate_latest
@@ -89,10 +89,13 @@ class Gateway:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.pump.stop()
-        await self.store.stop()
+        # Each part gets a bounded time: a hung broker would otherwise hold
+        # the shutdown past an orchestrator's grace period (leaving the group
+        # waits for aiokafka's 40 s request timeout).
+        await _bounded("consumer", self.pump.stop())
+        await _bounded("session store", self.store.stop())
         if self.owns_bus:
-            await self.bus.stop()
+            await _bounded("bus", self.bus.stop())
 
     async def _heartbeat(self) -> None:
         """Refresh this instance's session leases well before they expire."""
@@ -126,6 +129,18 @@ class Gateway:
             "session_round_trips": round_trips,
             "uptime_s": round(time.time() - m.started_at, 1),
         }
+
+
+STOP_TIMEOUT_S = 8.0
+
+
+async def _bounded(what: str, stopping: Awaitable[None]) -> None:
+    try:
+        await asyncio.wait_for(stopping, STOP_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("stopping the %s took over %.0fs; going on", what, STOP_TIMEOUT_S)
+    except Exception:
+        log.exception("stopping the %s failed", what)
 
 
 def create_app(

@@ -49,10 +49,11 @@ class Pump:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.retries = 0
+        self.rejoins = 0
 
     async def start(self) -> None:
         self.consumer = await self.bus.consumer(TOPICS, self.group, client_id=self.client_id)
-        self._task = asyncio.create_task(self._run(self.consumer), name="orderpush-pump")
+        self._task = asyncio.create_task(self._run(), name="orderpush-pump")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -62,20 +63,51 @@ class Pump:
         if self.consumer is not None:
             await self.consumer.stop()
 
-    async def _run(self, consumer: Consumer) -> None:
+    async def _run(self) -> None:
         delay_s = 0.1
         while True:
+            assert self.consumer is not None
             try:
-                records = await consumer.getmany(timeout_ms=500, max_records=self.batch_max)
-                if records:
-                    await self.handle(consumer, records)
-                delay_s = 0.1
+                records = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_max)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # A broker or Redis outage: back off and go on; what was not
-                # committed is read again.
-                log.exception("consumer loop failed; retrying in %.1fs", delay_s)
+                # The bus is away: the consumer reconnects by itself.
+                log.exception("reading the bus failed; retrying in %.1fs", delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(RETRY_MAX_S, delay_s * 2)
+                continue
+            delay_s = 0.1
+            if not records:
+                continue
+            try:
+                await self.handle(self.consumer, records)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Not an outage (those are retried inside handle) but a bug.
+                # The consumer's position is past this batch, so going on would
+                # let the next commit skip it: rejoin the group instead, which
+                # reads again from the last commit.
+                log.exception("handling a batch failed; rejoining from the last commit")
+                self.rejoins += 1
+                await self._rejoin()
+
+    async def _rejoin(self) -> None:
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+        delay_s = 0.1
+        while True:
+            try:
+                self.consumer = await self.bus.consumer(
+                    TOPICS, self.group, client_id=self.client_id
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("rejoining the consumer group failed; retrying in %.1fs", delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(RETRY_MAX_S, delay_s * 2)
 

@@ -55,6 +55,7 @@ RECONNECT_MAX_S: Final = 5.0
 SUBSCRIBE_TIMEOUT_S: Final = 5.0
 POOL_MAX_CONNECTIONS: Final = 64
 POOL_WAIT_S: Final = 10.0
+SOCKET_TIMEOUT_S: Final = 5.0
 
 # Appends one event. Atomic, so the dedupe marker, the history entry and the
 # view never disagree. KEYS: marker, stream, view. ARGV: attempt token, marker
@@ -166,6 +167,11 @@ class RedisSessionStore:
                 url,
                 max_connections=POOL_MAX_CONNECTIONS,
                 timeout=POOL_WAIT_S,
+                # A hung Redis (or a silent partition) must fail a command,
+                # not block the pump and every handshake forever; the pump
+                # retries, so a timeout loses nothing.
+                socket_timeout=SOCKET_TIMEOUT_S,
+                socket_connect_timeout=SOCKET_TIMEOUT_S,
                 # Named so `CLIENT LIST` shows which instance a connection belongs to.
                 client_name=f"orderpush:{instance_id}",
                 # from_url's connections do not retry at all by default, so the
