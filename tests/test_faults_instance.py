@@ -24,7 +24,6 @@ from gateway.bus.kafka import KafkaEventBus
 from gateway.events import TOPIC_OF_TYPE
 from gateway.sessions.redis import RedisSessionStore
 from tests.backends import KAFKA_BOOTSTRAP, REDIS_URL, unique
-from tests.processes import Process, cluster
 from tests.faults import (
     SECRET,
     Feed,
@@ -35,6 +34,7 @@ from tests.faults import (
     producer,
     publish,
 )
+from tests.processes import Process, cluster
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 

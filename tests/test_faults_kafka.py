@@ -27,8 +27,6 @@ from gateway.sessions.base import cursor_key
 from gateway.sessions.redis import RedisSessionStore
 from gateway.settings import Settings
 from tests.backends import unique
-from tests.processes import PrivateKafka, PrivateRedis
-from tests.server import serve
 from tests.faults import (
     SECRET,
     Feed,
@@ -42,6 +40,8 @@ from tests.faults import (
     subscribed,
     token,
 )
+from tests.processes import PrivateKafka, PrivateRedis
+from tests.server import serve
 from tests.wsclient import connect
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]

@@ -22,8 +22,6 @@ from gateway.app import Gateway, create_app
 from gateway.sessions.base import cursor_key
 from gateway.settings import Settings
 from tests.backends import KAFKA_BOOTSTRAP, unique
-from tests.processes import PrivateRedis
-from tests.server import serve
 from tests.faults import (
     SECRET,
     Feed,
@@ -36,6 +34,8 @@ from tests.faults import (
     subscribed,
     token,
 )
+from tests.processes import PrivateRedis
+from tests.server import serve
 from tests.wsclient import connect
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
