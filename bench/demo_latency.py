@@ -28,12 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _support import machine, quantile_ms, serve
+from _support import machine, quantile_ms
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from gateway.auth import issue_token
 from gateway.settings import Settings
+from loadtest.harness import serve
 
 ORDER = {"items": [{"sku": "SKU-1", "qty": 1}], "payment": {"card": "4242424242424242"}}
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _support import machine, serve
+from _support import machine
 
 from gateway.app import create_app
 from gateway.bus.memory import MemoryEventBus
@@ -43,6 +43,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.sessions.base import Delivery
 from gateway.settings import DEV_SECRET, Settings
 from loadtest.config import LoadtestConfig
+from loadtest.harness import serve
 from loadtest.runner import run_loadtest
 
 BATCH = 500

@@ -36,10 +36,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-from _support import machine, processes
+from _support import machine
 
 from gateway.settings import DEV_SECRET
 from loadtest.config import LoadtestConfig
+from loadtest.harness import cluster
 from loadtest.report import Report, format_text
 from loadtest.runner import run_loadtest
 
@@ -78,9 +79,11 @@ def main() -> None:
     # Own Redis keys too, so nothing mixes with another run on the same server.
     env = {"ORDERPUSH_JWT_SECRET": DEV_SECRET, "ORDERPUSH_SESSION_KEY_PREFIX": f"bench{run}"}
     flags = ["--bus", f"kafka://{args.kafka}", "--sessions", args.redis, "--topic-prefix", prefix]
-    with tempfile.TemporaryDirectory() as logs, processes(Path(logs)) as running:
+    with tempfile.TemporaryDirectory() as logs, cluster() as running:
         gateways = [
-            running.start(name, ["gateway", *flags, "--instance-id", f"{name}-{run}"], env)
+            running.start(
+                name, ["gateway", *flags, "--instance-id", f"{name}-{run}"], env, Path(logs)
+            )
             for name in ("gw-a", "gw-b")
         ]
         for gateway in gateways:

@@ -22,8 +22,8 @@ import pytest
 
 from gateway.demo import build_demo_app
 from gateway.settings import Settings
+from loadtest.harness import serve
 from tests.backends import unique
-from tests.server import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_TESTS = ROOT / "tests" / "browser"

@@ -11,8 +11,8 @@ import pytest
 
 from gateway.demo import build_demo_app
 from gateway.settings import Settings
+from loadtest.harness import serve
 from tests.backends import unique
-from tests.server import serve
 from tests.wsclient import Client, connect
 
 GOOD_CARD = "4242424242424242"

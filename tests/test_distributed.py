@@ -16,8 +16,8 @@ import pytest
 
 from gateway.auth import issue_token
 from gateway.events import encode_event, make_event
+from loadtest.harness import Process, cluster
 from tests.backends import KAFKA_BOOTSTRAP, REDIS_URL, unique
-from tests.processes import Process, cluster
 from tests.wsclient import Client, connect
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]

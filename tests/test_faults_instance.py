@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from gateway.bus.kafka import KafkaEventBus
 from gateway.events import TOPIC_OF_TYPE
 from gateway.sessions.redis import RedisSessionStore
+from loadtest.harness import Process, cluster
 from tests.backends import KAFKA_BOOTSTRAP, REDIS_URL, unique
 from tests.faults import (
     SECRET,
@@ -34,7 +35,6 @@ from tests.faults import (
     producer,
     publish,
 )
-from tests.processes import Process, cluster
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 

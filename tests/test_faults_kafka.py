@@ -26,6 +26,7 @@ from gateway.bus.kafka import KafkaConsumer, KafkaEventBus
 from gateway.sessions.base import cursor_key
 from gateway.sessions.redis import RedisSessionStore
 from gateway.settings import Settings
+from loadtest.harness import serve
 from tests.backends import unique
 from tests.faults import (
     SECRET,
@@ -41,7 +42,6 @@ from tests.faults import (
     token,
 )
 from tests.processes import PrivateKafka, PrivateRedis
-from tests.server import serve
 from tests.wsclient import connect
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]

@@ -21,6 +21,7 @@ import pytest
 from gateway.app import Gateway, create_app
 from gateway.sessions.base import cursor_key
 from gateway.settings import Settings
+from loadtest.harness import serve
 from tests.backends import KAFKA_BOOTSTRAP, unique
 from tests.faults import (
     SECRET,
@@ -35,7 +36,6 @@ from tests.faults import (
     token,
 )
 from tests.processes import PrivateRedis
-from tests.server import serve
 from tests.wsclient import connect
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]

@@ -17,8 +17,8 @@ from gateway.bus import OutgoingRecord
 from gateway.events import encode_event, make_event
 from gateway.protocol import CloseCode
 from gateway.settings import DEV_SECRET, Settings
+from loadtest.harness import serve
 from tests.backends import unique
-from tests.server import serve
 from tests.wsclient import connect
 
 

@@ -24,12 +24,12 @@ from gateway.protocol import CloseCode, event_frame
 from gateway.settings import DEV_SECRET, Settings
 from loadtest import cli
 from loadtest.config import LoadtestConfig, UsageError
+from loadtest.harness import serve
 from loadtest.ledger import ConnectionLog, Ledger, Received
 from loadtest.report import ConnectionStats, Report, TrafficStats, format_text, summarize
 from loadtest.runner import run_loadtest
 from loadtest.traffic import BusPlan
 from tests.backends import unique
-from tests.server import serve
 
 # -- the accounting, fed by hand --------------------------------------------
 
@@ -313,7 +313,7 @@ async def test_events_that_never_come_are_lost_within_the_timeout() -> None:
 
 
 async def test_connections_that_cannot_open_fail_the_run() -> None:
-    from tests.server import free_port
+    from loadtest.harness import free_port
 
     url = f"ws://127.0.0.1:{free_port()}/ws"
     report = await run_loadtest(

@@ -19,8 +19,8 @@ from starlette.applications import Starlette
 from gateway.auth import TokenVerifier, issue_token
 from gateway.demo import build_demo_app
 from gateway.settings import DEV_SECRET, Settings
+from loadtest.harness import serve
 from tests.backends import unique
-from tests.server import serve
 from web.pages import page_routes
 from web.saga import build_timeline
 
