@@ -148,7 +148,10 @@ class Connection:
         self.cursor = cursor
 
     def replay(self, deliveries: Iterable[Delivery]) -> int:
-        return sum(self._push(d, event_frame(d.cursor, d.raw), live=False) for d in deliveries)
+        return sum(
+            self._push(d, event_frame(d.cursor, d.raw, d.traceparent), live=False)
+            for d in deliveries
+        )
 
     def seed(self, snapshot: Snapshot) -> None:
         self._versions = {o.order_id: o.version for o in snapshot.orders}
@@ -193,7 +196,7 @@ class Hub:
             conns = self._users.get(delivery.user_id)
             if not conns:
                 continue
-            frame = event_frame(delivery.cursor, delivery.raw)
+            frame = event_frame(delivery.cursor, delivery.raw, delivery.traceparent)
             for conn in conns:
                 conn.offer(delivery, frame)
 

@@ -99,10 +99,12 @@ class SnapshotMessage(msgspec.Struct, tag="snapshot", tag_field="type"):
     cursor: str
 
 
-class EventMessage(msgspec.Struct, tag="event", tag_field="type"):
+class EventMessage(msgspec.Struct, tag="event", tag_field="type", omit_defaults=True):
     cursor: str
     # The record value exactly as it came off the bus (unknown fields kept).
     event: msgspec.Raw
+    # Extension: the record's W3C trace context, when it had one.
+    traceparent: str | None = None
 
 
 class Resumed(msgspec.Struct, tag="resumed", tag_field="type"):
@@ -128,6 +130,6 @@ def encode(message: ServerMessage) -> str:
     return _encoder.encode(message).decode()
 
 
-def event_frame(cursor: str, raw: bytes) -> str:
+def event_frame(cursor: str, raw: bytes, traceparent: str | None = None) -> str:
     """The `event` message for one delivery; built once, sent to every socket."""
-    return encode(EventMessage(cursor=cursor, event=msgspec.Raw(raw)))
+    return encode(EventMessage(cursor=cursor, event=msgspec.Raw(raw), traceparent=traceparent))

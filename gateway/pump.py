@@ -23,6 +23,16 @@ from gateway.sessions.base import Incoming, SessionStore
 log = logging.getLogger("orderpush.pump")
 
 RETRY_MAX_S = 5.0
+TRACEPARENT_MAX_CHARS = 128  # W3C's version 00 is 55; bound what a producer can make us store
+
+
+def traceparent_of(record: Record) -> str | None:
+    for name, value in record.headers:
+        if name == "traceparent" and len(value) <= TRACEPARENT_MAX_CHARS:
+            return value.decode("ascii", "replace")
+    return None
+
+
 T = TypeVar("T")
 
 
@@ -120,7 +130,10 @@ class Pump:
             letters = batch.dead_letters
             await self._retrying("dead-letter topic", lambda: self.bus.publish(letters))
             self.metrics.poison_records.inc(len(letters))
-        incoming = [Incoming(event, rec.value, rec.timestamp_ms) for rec, event in batch.events]
+        incoming = [
+            Incoming(event, rec.value, rec.timestamp_ms, traceparent_of(rec))
+            for rec, event in batch.events
+        ]
         deliveries = await self._retrying("session store", lambda: self.store.publish(incoming))
         self.hub.deliver(deliveries)
         self.metrics.events_consumed.inc(len(incoming))

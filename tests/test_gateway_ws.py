@@ -319,3 +319,22 @@ async def test_auth_message_takes_precedence_over_the_cookie(running: Running) -
     async with connect(running.addr, additional_headers=headers) as c:
         await c.send({"type": "auth", "token": token("message-user")})
         assert (await c.recv_type("welcome"))["user_id"] == "message-user"
+
+
+async def test_trace_context_is_passed_on_to_the_client(running: Running) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with connect(running.addr, token("alice")) as alice:
+        await alice.recv_type("snapshot")
+        event = make_event("payment.authorized", order_id="o1", user_id="alice")
+        await running.gateway.bus.publish(
+            [
+                OutgoingRecord(
+                    "payments", "o1", encode_event(event), (("traceparent", traceparent.encode()),)
+                )
+            ]
+        )
+        await running.emit("alice", "o1", 1)  # no trace context: no field
+        received = {e["event"]["type"]: e for e in await alice.events(2)}  # two topics
+        traced, plain = received["payment.authorized"], received["order.pending"]
+        assert traced["traceparent"] == traceparent
+        assert "traceparent" not in plain

@@ -185,3 +185,21 @@ async def test_stopped_instance_drops_its_leases(make_instance: InstanceFactory)
     await b.store.add_session("bob")
     await b.store.stop()
     assert (await a.store.locate(["bob"]))["bob"] == set()
+
+
+async def test_trace_context_survives_history_and_routing(make_instance: InstanceFactory) -> None:
+    a = await make_instance("a")
+    b = await make_instance("b")
+    await b.store.add_session("alice")
+    event = make_event("payment.authorized", order_id="o1", user_id="alice")
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    (delivery,) = await a.store.publish([Incoming(event, encode_event(event), 5, traceparent)])
+    assert delivery.traceparent == traceparent
+    history = await a.store.history_since("alice", "0-0")
+    assert history is not None and history[0].traceparent == traceparent
+    await b.wait_received(1)
+    assert b.received[0].traceparent == traceparent
+    (plain,) = await a.store.publish([order_event("alice", "o2", 1)])
+    assert plain.traceparent is None
+    history = await a.store.history_since("alice", delivery.cursor)
+    assert history is not None and history[0].traceparent is None

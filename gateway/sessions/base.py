@@ -41,6 +41,8 @@ class Delivery:
     event: Event
     raw: bytes
     produced_ms: int
+    #: The record's W3C `traceparent` header, passed on to the client.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,7 @@ class Incoming:
     event: Event
     raw: bytes
     produced_ms: int
+    traceparent: str | None = None
 
 
 #: Called with deliveries that other instances routed to this one. It must not

@@ -84,10 +84,14 @@ class MemorySessionStore:
         event = item.event
         first_cursor = self._bp.seen.get(event.event_id)
         if first_cursor is not None:
-            return Delivery(event.user_id, first_cursor, event, item.raw, item.produced_ms)
+            return Delivery(
+                event.user_id, first_cursor, event, item.raw, item.produced_ms, item.traceparent
+            )
         history = self._bp.histories.setdefault(event.user_id, _History())
         ms, seq = self._next_id(history)
-        delivery = Delivery(event.user_id, f"{ms}-{seq}", event, item.raw, item.produced_ms)
+        delivery = Delivery(
+            event.user_id, f"{ms}-{seq}", event, item.raw, item.produced_ms, item.traceparent
+        )
         self._bp.seen[event.event_id] = delivery.cursor
         if len(self._bp.seen) > SEEN_EVENT_IDS_MAX:
             self._bp.seen.popitem(last=False)

@@ -60,7 +60,7 @@ SOCKET_TIMEOUT_S: Final = 5.0
 # Appends one event. Atomic, so the dedupe marker, the history entry and the
 # view never disagree. KEYS: marker, stream, view. ARGV: attempt token, marker
 # TTL (s), history max, raw, produced_ms, order_id ('' = no view update),
-# version, OrderState JSON.
+# version, OrderState JSON, traceparent ('' = none).
 _APPEND_LUA: Final = """
 local marker = redis.call('GET', KEYS[1])
 if marker then
@@ -76,7 +76,7 @@ end
 local excess = redis.call('XLEN', KEYS[2]) + 1 - tonumber(ARGV[3])
 local trimmed = excess > 0 and redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', excess)
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '*',
-                      'raw', ARGV[4], 'produced_ms', ARGV[5])
+                      'raw', ARGV[4], 'produced_ms', ARGV[5], 'tp', ARGV[9])
 if trimmed then
   -- Trimming leaves max-deleted-entry-id alone (only XDEL sets it): record the
   -- newest trimmed id there, so history_since knows which cursors are lost.
@@ -106,6 +106,7 @@ class _Routed(msgspec.Struct, array_like=True, frozen=True):
     cursor: str
     raw: bytes
     produced_ms: int
+    traceparent: str | None = None
 
 
 _route_encoder: Final = msgspec.msgpack.Encoder()
@@ -315,7 +316,11 @@ class RedisSessionStore:
                 self.bad_messages += 1
                 log.warning("sessions: bad delivery on %s: %s", self._channel, exc)
                 continue
-            batch.append(Delivery(item.user_id, item.cursor, event, item.raw, item.produced_ms))
+            batch.append(
+                Delivery(
+                    item.user_id, item.cursor, event, item.raw, item.produced_ms, item.traceparent
+                )
+            )
         if batch and self._deliver is not None:
             try:
                 self._deliver(batch)
@@ -335,7 +340,14 @@ class RedisSessionStore:
         users = list(dict.fromkeys(item.event.user_id for item in batch))
         appended, holders = await self._append(batch, users)
         deliveries = [
-            Delivery(item.event.user_id, _str(entry[0]), item.event, item.raw, item.produced_ms)
+            Delivery(
+                item.event.user_id,
+                _str(entry[0]),
+                item.event,
+                item.raw,
+                item.produced_ms,
+                item.traceparent,
+            )
             for item, entry in zip(batch, appended, strict=True)
         ]
         self.published_events += sum(int(entry[1]) for entry in appended)
@@ -386,6 +398,7 @@ class RedisSessionStore:
             item.raw,
             item.produced_ms,
             *view_args,
+            item.traceparent or "",
         )
 
     async def _route(self, deliveries: list[Delivery], holders: dict[str, list[bytes]]) -> None:
@@ -395,7 +408,7 @@ class RedisSessionStore:
             for member in holders[d.user_id]:
                 instance = _str(member)
                 if instance != self.instance_id:
-                    routed = _Routed(d.user_id, d.cursor, d.raw, d.produced_ms)
+                    routed = _Routed(d.user_id, d.cursor, d.raw, d.produced_ms, d.traceparent)
                     outgoing.setdefault(instance, []).append(routed)
         if not outgoing:
             return
@@ -441,7 +454,10 @@ class RedisSessionStore:
                 log.warning("sessions: skipping bad history entry %s: %s", entry_id, exc)
                 continue
             produced_ms = int(fields[b"produced_ms"])
-            history.append(Delivery(user_id, _str(entry_id), event, fields[b"raw"], produced_ms))
+            traceparent = _str(fields[b"tp"]) if fields.get(b"tp") else None
+            history.append(
+                Delivery(user_id, _str(entry_id), event, fields[b"raw"], produced_ms, traceparent)
+            )
         return history
 
     async def snapshot(self, user_id: str) -> Snapshot:
