@@ -67,12 +67,13 @@ class Gateway:
         )
         self.endpoint = WebSocketEndpoint(settings, self.verifier, self.hub, store, self.metrics)
         self._tasks: list[asyncio.Task[None]] = []
+        self._repairs: set[asyncio.Task[None]] = set()
         self.started = False
 
     async def start(self) -> None:
         if self.owns_bus:
             await self.bus.start()
-        await self.store.start(self.hub.deliver)
+        await self.store.start(self.hub.deliver, self._on_gap)
         await self.pump.start()
         self._tasks = [
             asyncio.create_task(self._heartbeat(), name="orderpush-leases"),
@@ -96,6 +97,17 @@ class Gateway:
         await _bounded("session store", self.store.stop())
         if self.owns_bus:
             await _bounded("bus", self.bus.stop())
+
+    def _on_gap(self, lost_at_ms: int) -> None:
+        """Routes to this instance may be lost since about `lost_at_ms`:
+        re-read the histories of the users it serves (from a margin before,
+        since a drop is noticed after it happens)."""
+        since_ms = lost_at_ms - GAP_MARGIN_MS
+        self.metrics.routing_gaps.inc()
+        for conn in self.hub.connections():
+            task = asyncio.create_task(self.endpoint.repair(conn, since_ms))
+            self._repairs.add(task)
+            task.add_done_callback(self._repairs.discard)
 
     async def _heartbeat(self) -> None:
         """Refresh this instance's session leases well before they expire."""
@@ -132,6 +144,8 @@ class Gateway:
 
 
 STOP_TIMEOUT_S = 8.0
+#: How far before a noticed subscription drop routes may have been lost.
+GAP_MARGIN_MS = 30_000
 
 
 async def _bounded(what: str, stopping: Awaitable[None]) -> None:

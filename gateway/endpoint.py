@@ -35,7 +35,7 @@ from gateway.protocol import (
     Welcome,
     parse_client_message,
 )
-from gateway.sessions.base import SessionStore
+from gateway.sessions.base import SessionStore, cursor_key
 from gateway.settings import Settings
 
 log = logging.getLogger("orderpush.ws")
@@ -170,6 +170,10 @@ class WebSocketEndpoint:
             sender.cancel()
 
     async def _sync(self, conn: Connection, cursor: str | None) -> None:
+        async with conn.sync_lock:
+            await self._sync_locked(conn, cursor)
+
+    async def _sync_locked(self, conn: Connection, cursor: str | None) -> None:
         """Replay what the client missed since `cursor`, or send a snapshot."""
         conn.begin_sync(None)
         history = (
@@ -184,6 +188,29 @@ class WebSocketEndpoint:
             conn.seed(snapshot)
             conn.send(SnapshotMessage(snapshot.orders, snapshot.cursor))
         conn.go_live()
+
+    async def repair(self, conn: Connection, since_ms: int) -> None:
+        """Push what routing may have lost since `since_ms` (a gap in this
+        instance's subscription), from the user's history.
+
+        Sent cursors and versions stay known, so the client gets only what it
+        lacks, in history order. If the history cannot cover it any more,
+        the client is told to reconnect (1012) and resumes by itself.
+        """
+        async with conn.sync_lock:
+            if conn.closing is not None or conn.horizon_cursor is None:
+                return
+            conn.begin_repair()
+            try:
+                history = await self.store.history_since(conn.user_id, conn.horizon_cursor)
+            except Exception:
+                log.exception("repairing connection %s failed", conn.connection_id)
+                history = None
+            if history is None:
+                conn.close(CloseCode.SERVICE_RESTART, "resume with your cursor")
+            else:
+                conn.replay(d for d in history if cursor_key(d.cursor)[0] >= since_ms)
+            conn.go_live()
 
     async def _receive_loop(
         self, websocket: WebSocket, conn: Connection, expiry: asyncio.Task[None]

@@ -73,6 +73,10 @@ class Connection:
         self._newest: tuple[int, int] = (0, 0)
         #: The newest cursor this connection has been sent (or resumed from).
         self.cursor: str | None = None
+        #: Where its last sync started: everything up to it the client has.
+        self.horizon_cursor: str | None = None
+        #: Held while a sync or repair reads history, so two never interleave.
+        self.sync_lock = asyncio.Lock()
         self._syncing = True
         self._pending: list[tuple[Delivery, str]] = []
         self.closing: Close | None = None
@@ -145,7 +149,7 @@ class Connection:
         self._sent.clear()
         self._sent_order.clear()
         self._horizon = self._newest = cursor_key(cursor) if cursor else (0, 0)
-        self.cursor = cursor
+        self.cursor = self.horizon_cursor = cursor
 
     def replay(self, deliveries: Iterable[Delivery]) -> int:
         return sum(
@@ -156,7 +160,13 @@ class Connection:
     def seed(self, snapshot: Snapshot) -> None:
         self._versions = {o.order_id: o.version for o in snapshot.orders}
         self._horizon = self._newest = cursor_key(snapshot.cursor)
-        self.cursor = snapshot.cursor
+        self.cursor = self.horizon_cursor = snapshot.cursor
+
+    def begin_repair(self) -> None:
+        """Hold live deliveries while history is re-read to fill a routing
+        gap; unlike a sync, what was sent stays known, so only the missing
+        events go out."""
+        self._syncing = True
 
     def go_live(self) -> None:
         self._syncing = False
@@ -199,6 +209,9 @@ class Hub:
             frame = event_frame(delivery.cursor, delivery.raw, delivery.traceparent)
             for conn in conns:
                 conn.offer(delivery, frame)
+
+    def connections(self) -> list[Connection]:
+        return [conn for conns in self._users.values() for conn in conns]
 
     def user_ids(self) -> list[str]:
         return list(self._users)

@@ -38,6 +38,11 @@ class GatewayMetrics:
         self.rejected = Counter(
             "orderpush_rejected_connections", "Connections refused", ["reason"], registry=r
         )
+        self.routing_gaps = Counter(
+            "orderpush_routing_gaps",
+            "Times the cross-instance subscription dropped (histories re-read)",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "orderpush_consumer_lag", "Records not yet consumed on assigned partitions", registry=r
         )

@@ -7,6 +7,7 @@ only Redis has: round trips, the pub/sub reader, key TTLs, scripts.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -286,3 +287,25 @@ async def test_unreachable_redis_fails_at_start_naming_the_url() -> None:
 def test_a_prefix_with_braces_is_refused() -> None:
     with pytest.raises(SessionStoreError, match="braces"):
         RedisSessionStore(REDIS_URL, "a", key_prefix="{bad}")
+
+
+async def test_a_dropped_subscription_is_reported_as_a_gap(raw_redis: Redis, prefix: str) -> None:
+    """Routes published while the subscription is down are lost (pub/sub is
+    at most once): the store says so, and since when, once it is back."""
+    name = unique("g")
+    gaps: list[int] = []
+    store = RedisSessionStore(REDIS_URL, name, key_prefix=prefix)
+    await store.start(lambda batch: None, gaps.append)
+    try:
+        before_ms = int(time.time() * 1000)
+        clients = await raw_redis.client_list(_type="pubsub")
+        [victim] = [c for c in clients if c["name"] == f"orderpush:{name}"]
+        await raw_redis.client_kill_filter(_id=victim["id"])
+        await wait_subscribers(raw_redis, f"{prefix}:instance:{name}", 1)
+        async with asyncio.timeout(5):
+            while not gaps:
+                await asyncio.sleep(0.01)
+        assert store.gaps == 1
+        assert before_ms <= gaps[0] <= int(time.time() * 1000)
+    finally:
+        await store.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from gateway.sessions.base import (
     DeliverFn,
     Delivery,
+    GapFn,
     Incoming,
     OrderState,
     SessionStore,
@@ -21,6 +22,7 @@ from gateway.sessions.factory import open_sessions
 __all__ = [
     "DeliverFn",
     "Delivery",
+    "GapFn",
     "Incoming",
     "OrderState",
     "SessionStore",

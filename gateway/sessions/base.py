@@ -65,6 +65,11 @@ class Incoming:
 #: raise and must not block: it only hands frames to local send queues.
 DeliverFn = Callable[[Sequence[Delivery]], None]
 
+#: Called when deliveries routed to this instance may have been lost (its
+#: subscription dropped and came back), with the time the loss was noticed in
+#: epoch ms: the caller re-reads the histories of its users from before then.
+GapFn = Callable[[int], None]
+
 
 def cursor_key(cursor: str) -> tuple[int, int]:
     """Order key of a cursor; raises ValueError for a malformed one."""
@@ -79,8 +84,12 @@ class SessionStore(Protocol):
 
     instance_id: str
 
-    async def start(self, deliver: DeliverFn) -> None:
-        """Connect, and start handing deliveries routed to this instance to `deliver`."""
+    async def start(self, deliver: DeliverFn, on_gap: GapFn | None = None) -> None:
+        """Connect, and start handing deliveries routed to this instance to `deliver`.
+
+        Routing is at most once (a subscription can drop); `on_gap` hears of
+        every moment it may have lost something, so nothing stays lost.
+        """
         ...
 
     async def stop(self) -> None:

@@ -12,6 +12,7 @@ from gateway.sessions.base import (
     ZERO_CURSOR,
     DeliverFn,
     Delivery,
+    GapFn,
     Incoming,
     OrderState,
     Snapshot,
@@ -64,7 +65,8 @@ class MemorySessionStore:
         self.history_max = history_max
         self.lease_ttl_s = lease_ttl_s
 
-    async def start(self, deliver: DeliverFn) -> None:
+    async def start(self, deliver: DeliverFn, on_gap: GapFn | None = None) -> None:
+        # In-process routing is a direct call: it cannot lose anything.
         self._bp.instances[self.instance_id] = deliver
 
     async def stop(self) -> None:

@@ -38,6 +38,7 @@ from gateway.sessions.base import (
     ZERO_CURSOR,
     DeliverFn,
     Delivery,
+    GapFn,
     Incoming,
     OrderState,
     Snapshot,
@@ -56,6 +57,7 @@ SUBSCRIBE_TIMEOUT_S: Final = 5.0
 POOL_MAX_CONNECTIONS: Final = 64
 POOL_WAIT_S: Final = 10.0
 SOCKET_TIMEOUT_S: Final = 5.0
+NOT_LOST: Final = 2**62
 
 # Appends one event. Atomic, so the dedupe marker, the history entry and the
 # view never disagree. KEYS: marker, stream, view. ARGV: attempt token, marker
@@ -191,6 +193,9 @@ class RedisSessionStore:
         self._dedupe_ttl_s = max(1, round(dedupe_ttl_s))
         self._channel = self._instance_channel(instance_id)
         self._deliver: DeliverFn | None = None
+        self._on_gap: GapFn | None = None
+        #: Times the subscription dropped and came back (routes may be lost).
+        self.gaps = 0
         self._reader: asyncio.Task[None] | None = None
         self._local_users: set[str] = set()
         self._stopped = False
@@ -217,8 +222,9 @@ class RedisSessionStore:
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def start(self, deliver: DeliverFn) -> None:
+    async def start(self, deliver: DeliverFn, on_gap: GapFn | None = None) -> None:
         self._deliver = deliver
+        self._on_gap = on_gap
         try:
             self.round_trips += 1
             await self._redis.script_load(_APPEND_LUA)
@@ -260,6 +266,11 @@ class RedisSessionStore:
             while True:
                 message = await pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
                 if message is not None and message["type"] == "subscribe":
+                    # redis-py reconnects and resubscribes a pub/sub connection
+                    # by itself (the pool's retry policy), silently: hear of it,
+                    # since whatever was routed meanwhile is lost.
+                    if pubsub.connection is not None:
+                        pubsub.connection.register_connect_callback(self._on_pubsub_reconnect)
                     return pubsub
                 if time.monotonic() >= deadline:
                     raise RedisTimeoutError(f"no confirmation for SUBSCRIBE {self._channel}")
@@ -271,6 +282,7 @@ class RedisSessionStore:
         """Hand routed batches to `deliver` until cancelled, resubscribing
         with a bounded backoff whenever the connection is lost."""
         backoff_s = RECONNECT_MIN_S
+        lost_at_ms = NOT_LOST
         try:
             while True:
                 try:
@@ -278,6 +290,8 @@ class RedisSessionStore:
                         pubsub = await self._subscribe()
                         log.info("sessions: resubscribed to %s", self._channel)
                         backoff_s = RECONNECT_MIN_S
+                        self._report_gap(lost_at_ms)
+                        lost_at_ms = NOT_LOST
                     async for message in pubsub.listen():
                         if message["type"] == "message":
                             self._on_message(message["data"])
@@ -288,6 +302,8 @@ class RedisSessionStore:
                         exc,
                         backoff_s,
                     )
+                # However the listening ended, routes may be lost from now on.
+                lost_at_ms = min(lost_at_ms, _now_ms())
                 if pubsub is not None:
                     await _close_quietly(pubsub)
                     pubsub = None
@@ -296,6 +312,19 @@ class RedisSessionStore:
         finally:
             if pubsub is not None:  # cancelled by stop(): unsubscribe now
                 await _close_quietly(pubsub)
+
+    def _on_pubsub_reconnect(self, connection: object) -> None:
+        log.warning("sessions: pub/sub on %s reconnected; routes may be lost", self.url)
+        self._report_gap(_now_ms())
+
+    def _report_gap(self, lost_at_ms: int) -> None:
+        """Routes published while we were away are gone: say since when."""
+        self.gaps += 1
+        if self._on_gap is not None:
+            try:
+                self._on_gap(lost_at_ms)
+            except Exception:
+                log.exception("sessions: gap callback failed")
 
     def _on_message(self, data: bytes) -> None:
         try:
