@@ -117,7 +117,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gateway.auth import issue_token
 
         settings = load_settings(args)
-        print(issue_token(args.user_id, settings.jwt_secret, ttl_s=args.ttl))
+        token = issue_token(
+            args.user_id,
+            settings.jwt_secret,
+            ttl_s=args.ttl,
+            # The gateway checks these when configured: a token without them
+            # would be refused.
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+        print(token)
         return 0
     if args.command == "loadtest":
         from loadtest.cli import run

@@ -47,3 +47,14 @@ def test_token_prints_a_token_for_the_user(capsys: pytest.CaptureFixture[str]) -
     token = capsys.readouterr().out.strip()
     claims = TokenVerifier(DEV_SECRET).verify(token)
     assert claims.user_id == "alice"
+
+
+def test_token_carries_the_configured_audience_and_issuer(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ORDERPUSH_JWT_AUDIENCE", "shop")
+    monkeypatch.setenv("ORDERPUSH_JWT_ISSUER", "https://login.shop.example")
+    assert main(["token", "bob"]) == 0
+    token = capsys.readouterr().out.strip()
+    verifier = TokenVerifier(DEV_SECRET, audience="shop", issuer="https://login.shop.example")
+    assert verifier.verify(token).user_id == "bob"
