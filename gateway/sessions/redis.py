@@ -9,29 +9,26 @@ in one Redis Cluster slot and one script may touch them together):
     PREFIX:{user}:e:EVENT_ID    string: marks an appended event, to skip redeliveries
     PREFIX:instance:ID          pub/sub channel of one gateway instance
 
-Routing between instances is pub/sub, so at most once: an event sent while an
-instance is reconnecting is lost for its live sockets, and their clients get it
-back by resuming from their cursor (the history is the safety net, not pub/sub).
+Routing between instances is pub/sub, so at most once: what is sent while an
+instance is reconnecting is lost. `redis_routes.RouteListener` reports every
+such gap, and the gateway refills it from the history (the safety net).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.client import Pipeline, PubSub
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.events import PoisonEvent, decode_event
 from gateway.sessions.base import (
@@ -44,6 +41,7 @@ from gateway.sessions.base import (
     Snapshot,
     cursor_key,
 )
+from gateway.sessions.redis_routes import RouteListener, encode_routes, epoch_ms
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +49,9 @@ log = logging.getLogger(__name__)
 #: offsets not yet committed, i.e. within minutes; a day leaves a wide margin.
 DEDUPE_TTL_S: Final = 86_400.0
 #: Bounded backoff of the pub/sub reader after losing its connection.
-RECONNECT_MIN_S: Final = 0.2
-RECONNECT_MAX_S: Final = 5.0
-SUBSCRIBE_TIMEOUT_S: Final = 5.0
 POOL_MAX_CONNECTIONS: Final = 64
 POOL_WAIT_S: Final = 10.0
 SOCKET_TIMEOUT_S: Final = 5.0
-NOT_LOST: Final = 2**62
 
 # Appends one event. Atomic, so the dedupe marker, the history entry and the
 # view never disagree. KEYS: marker, stream, view. ARGV: attempt token, marker
@@ -101,36 +95,8 @@ class SessionStoreError(RuntimeError):
     """The session store cannot work: Redis unreachable, bad URL or option."""
 
 
-class _Routed(msgspec.Struct, array_like=True, frozen=True):
-    """One delivery on its way to another instance (msgpack: raw stays bytes)."""
-
-    user_id: str
-    cursor: str
-    raw: bytes
-    produced_ms: int
-    traceparent: str | None = None
-
-
-_route_encoder: Final = msgspec.msgpack.Encoder()
-_route_decoder: Final = msgspec.msgpack.Decoder(list[_Routed])
-
-
-def _now_ms() -> int:
-    # Lease scores use the writer's clock and are read with the reader's: clock
-    # skew between instances only shifts a lease by the skew, tiny next to its TTL.
-    return int(time.time() * 1000)
-
-
 def _str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-async def _close_quietly(pubsub: PubSub) -> None:
-    close: Callable[[], Awaitable[None]] = pubsub.aclose  # untyped in redis-py
-    try:
-        await close()
-    except (RedisError, OSError) as exc:
-        log.debug("sessions: closing pub/sub: %s", exc)
 
 
 def redact_url(url: str) -> str:
@@ -191,22 +157,25 @@ class RedisSessionStore:
         self.lease_ttl_s = lease_ttl_s
         self._prefix = key_prefix
         self._dedupe_ttl_s = max(1, round(dedupe_ttl_s))
-        self._channel = self._instance_channel(instance_id)
-        self._deliver: DeliverFn | None = None
-        self._on_gap: GapFn | None = None
-        #: Times the subscription dropped and came back (routes may be lost).
-        self.gaps = 0
-        self._reader: asyncio.Task[None] | None = None
+        self._listener: RouteListener | None = None
         self._local_users: set[str] = set()
         self._stopped = False
         #: Redis round trips (pipelines and single commands) made so far.
         self.round_trips = 0
         #: Events appended to a history (duplicates excluded).
         self.published_events = 0
-        #: Pub/sub messages (or events in them) dropped as undecodable.
-        self.bad_messages = 0
         #: Batches that could not be routed to another instance.
         self.route_failures = 0
+
+    @property
+    def bad_messages(self) -> int:
+        """Routed messages (or events in them) dropped as undecodable."""
+        return self._listener.bad_messages if self._listener is not None else 0
+
+    @property
+    def gaps(self) -> int:
+        """Times the subscription dropped and came back (routes may be lost)."""
+        return self._listener.gaps if self._listener is not None else 0
 
     # -- keys --------------------------------------------------------------
 
@@ -223,25 +192,22 @@ class RedisSessionStore:
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self, deliver: DeliverFn, on_gap: GapFn | None = None) -> None:
-        self._deliver = deliver
-        self._on_gap = on_gap
+        self._listener = RouteListener(
+            self._redis, self._instance_channel(self.instance_id), self.url, deliver, on_gap
+        )
         try:
             self.round_trips += 1
             await self._redis.script_load(_APPEND_LUA)
-            pubsub = await self._subscribe()
+            await self._listener.start()
         except (RedisError, OSError) as exc:
             raise SessionStoreError(f"cannot reach Redis at {self.url}: {exc}") from exc
-        self._reader = asyncio.create_task(
-            self._read_loop(pubsub), name=f"sessions-reader-{self.instance_id}"
-        )
 
     async def stop(self) -> None:
         if self._stopped:
             return
         self._stopped = True
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._listener is not None:
+            await self._listener.stop()
         if self._local_users:
             pipe = self._redis.pipeline(transaction=False)
             for user_id in self._local_users:
@@ -253,108 +219,6 @@ class RedisSessionStore:
                 log.warning("sessions: could not drop leases on %s: %s", self.url, exc)
             self._local_users.clear()
         await self._redis.aclose()
-
-    # -- routed deliveries in ----------------------------------------------
-
-    async def _subscribe(self) -> PubSub:
-        pubsub = self._redis.pubsub()
-        try:
-            await pubsub.subscribe(self._channel)
-            # Wait for the server's confirmation: anything routed to us once
-            # start() has returned must reach the reader.
-            deadline = time.monotonic() + SUBSCRIBE_TIMEOUT_S
-            while True:
-                message = await pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
-                if message is not None and message["type"] == "subscribe":
-                    # redis-py reconnects and resubscribes a pub/sub connection
-                    # by itself (the pool's retry policy), silently: hear of it,
-                    # since whatever was routed meanwhile is lost.
-                    if pubsub.connection is not None:
-                        pubsub.connection.register_connect_callback(self._on_pubsub_reconnect)
-                    return pubsub
-                if time.monotonic() >= deadline:
-                    raise RedisTimeoutError(f"no confirmation for SUBSCRIBE {self._channel}")
-        except BaseException:
-            await _close_quietly(pubsub)
-            raise
-
-    async def _read_loop(self, pubsub: PubSub | None) -> None:
-        """Hand routed batches to `deliver` until cancelled, resubscribing
-        with a bounded backoff whenever the connection is lost."""
-        backoff_s = RECONNECT_MIN_S
-        lost_at_ms = NOT_LOST
-        try:
-            while True:
-                try:
-                    if pubsub is None:
-                        pubsub = await self._subscribe()
-                        log.info("sessions: resubscribed to %s", self._channel)
-                        backoff_s = RECONNECT_MIN_S
-                        self._report_gap(lost_at_ms)
-                        lost_at_ms = NOT_LOST
-                    async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self._on_message(message["data"])
-                except (RedisError, OSError) as exc:
-                    log.warning(
-                        "sessions: pub/sub on %s lost (%s), retrying in %.1f s",
-                        self.url,
-                        exc,
-                        backoff_s,
-                    )
-                # However the listening ended, routes may be lost from now on.
-                lost_at_ms = min(lost_at_ms, _now_ms())
-                if pubsub is not None:
-                    await _close_quietly(pubsub)
-                    pubsub = None
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
-        finally:
-            if pubsub is not None:  # cancelled by stop(): unsubscribe now
-                await _close_quietly(pubsub)
-
-    def _on_pubsub_reconnect(self, connection: object) -> None:
-        log.warning("sessions: pub/sub on %s reconnected; routes may be lost", self.url)
-        self._report_gap(_now_ms())
-
-    def _report_gap(self, lost_at_ms: int) -> None:
-        """Routes published while we were away are gone: say since when."""
-        self.gaps += 1
-        if self._on_gap is not None:
-            try:
-                self._on_gap(lost_at_ms)
-            except Exception:
-                log.exception("sessions: gap callback failed")
-
-    def _on_message(self, data: bytes) -> None:
-        try:
-            routed = _route_decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            self.bad_messages += 1
-            log.warning("sessions: undecodable message on %s: %s", self._channel, exc)
-            return
-        batch: list[Delivery] = []
-        for item in routed:
-            try:
-                event = decode_event(item.raw)
-                cursor_key(item.cursor)
-                # A connection never receives another user's event, even from a bug.
-                if event.user_id != item.user_id:
-                    raise ValueError(f"event of {event.user_id!r} routed to {item.user_id!r}")
-            except (PoisonEvent, ValueError) as exc:
-                self.bad_messages += 1
-                log.warning("sessions: bad delivery on %s: %s", self._channel, exc)
-                continue
-            batch.append(
-                Delivery(
-                    item.user_id, item.cursor, event, item.raw, item.produced_ms, item.traceparent
-                )
-            )
-        if batch and self._deliver is not None:
-            try:
-                self._deliver(batch)
-            except Exception:  # the reader must outlive a faulty callback
-                log.exception("sessions: deliver callback failed")
 
     # -- publish -----------------------------------------------------------
 
@@ -388,7 +252,7 @@ class RedisSessionStore:
     ) -> tuple[list[list[Any]], list[list[bytes]]]:
         """Round trip 1: run the append script per event and read the leases."""
         token = uuid.uuid4().hex  # one per call, so our own retries are not "duplicates"
-        now_ms = _now_ms()
+        now_ms = epoch_ms()
         for attempt in range(2):
             pipe = self._redis.pipeline(transaction=False)
             for item in batch:
@@ -432,18 +296,17 @@ class RedisSessionStore:
 
     async def _route(self, deliveries: list[Delivery], holders: dict[str, list[bytes]]) -> None:
         """Round trip 2: one PUBLISH per other instance holding users of the batch."""
-        outgoing: dict[str, list[_Routed]] = {}
+        outgoing: dict[str, list[Delivery]] = {}
         for d in deliveries:
             for member in holders[d.user_id]:
                 instance = _str(member)
                 if instance != self.instance_id:
-                    routed = _Routed(d.user_id, d.cursor, d.raw, d.produced_ms, d.traceparent)
-                    outgoing.setdefault(instance, []).append(routed)
+                    outgoing.setdefault(instance, []).append(d)
         if not outgoing:
             return
         pipe = self._redis.pipeline(transaction=False)
         for instance, routed_batch in outgoing.items():
-            pipe.publish(self._instance_channel(instance), _route_encoder.encode(routed_batch))
+            pipe.publish(self._instance_channel(instance), encode_routes(routed_batch))
         try:
             await self._execute(pipe)
         except RedisError as exc:
@@ -515,7 +378,7 @@ class RedisSessionStore:
     async def refresh_leases(self, user_ids: Collection[str]) -> None:
         if not user_ids:
             return
-        now_ms = _now_ms()
+        now_ms = epoch_ms()
         ttl_ms = max(1, round(self.lease_ttl_s * 1000))
         # No MULTI: the users' keys may sit in different cluster slots, and
         # each user's commands stand on their own.
@@ -536,7 +399,7 @@ class RedisSessionStore:
         users = list(user_ids)
         if not users:
             return {}
-        now_ms = _now_ms()
+        now_ms = epoch_ms()
         pipe = self._redis.pipeline(transaction=False)
         for user_id in users:
             pipe.zrangebyscore(self._key(user_id, "s"), f"({now_ms}", "+inf")
