@@ -14,6 +14,7 @@ from gateway.sessions.base import (
     Incoming,
     OrderState,
     SessionStore,
+    SessionStoreError,
     Snapshot,
     cursor_key,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Incoming",
     "OrderState",
     "SessionStore",
+    "SessionStoreError",
     "Snapshot",
     "cursor_key",
     "open_sessions",

@@ -19,6 +19,10 @@ from gateway.events import Event
 ZERO_CURSOR = "0-0"
 
 
+class SessionStoreError(RuntimeError):
+    """The session store cannot work: server unreachable, bad URL or option."""
+
+
 class OrderState(msgspec.Struct, frozen=True):
     """One order in a snapshot (PROTOCOL.md: `snapshot.orders[]`)."""
 

@@ -38,6 +38,7 @@ from gateway.sessions.base import (
     GapFn,
     Incoming,
     OrderState,
+    SessionStoreError,
     Snapshot,
     cursor_key,
 )
@@ -89,10 +90,6 @@ redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. id, 'EX', ARGV[2])
 return {id, 1}
 """
 _APPEND_SHA: Final = hashlib.sha1(_APPEND_LUA.encode()).hexdigest()
-
-
-class SessionStoreError(RuntimeError):
-    """The session store cannot work: Redis unreachable, bad URL or option."""
 
 
 def _str(value: bytes | str) -> str:
