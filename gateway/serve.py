@@ -9,6 +9,9 @@ from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from gateway.settings import ConfigError, Settings
 
@@ -36,6 +39,9 @@ def stubs_app(settings: Settings, only: str | None, data_dir: str | None) -> Sta
             await stack.stop()
             await bus.stop()
 
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "services": sorted(selected)})
+
     routes = storefront_routes(
         payment=stack.payment,
         view=stack.view,
@@ -43,7 +49,7 @@ def stubs_app(settings: Settings, only: str | None, data_dir: str | None) -> Sta
         dev_mode=settings.dev_mode,
         verifier=settings.token_verifier(),
     )
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=[Route("/healthz", healthz), *routes], lifespan=lifespan)
 
 
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -47,7 +47,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     with cluster() as running:
         stubs = running.start("stubs", ["stubs"], env, logs)
-        running.wait_healthy(stubs, "/api/orders")
+        running.wait_healthy(stubs)
         gateways = [
             running.start(
                 name,
