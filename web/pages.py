@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from gateway.auth import InvalidToken, TokenVerifier
+from gateway.auth import InvalidToken
 from gateway.endpoint import TOKEN_COOKIE
 from gateway.settings import Settings
 from web import catalog, formatting
@@ -99,12 +99,7 @@ class Pages:
         self.settings = settings
         self.shop = Storefront(storefront)
         self.templates = make_templates()
-        self.verifier = TokenVerifier(
-            settings.verify_key,
-            settings.jwt_algorithm,
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-        )
+        self.verifier = settings.token_verifier()
 
     def routes(self) -> list[BaseRoute]:
         return [
