@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -186,3 +187,12 @@ class PrivateRedis:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(5)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[PrivateRedis]:
+        """Started for the `with` block, stopped after it whatever happens."""
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()

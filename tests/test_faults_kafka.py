@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,12 +71,8 @@ def broker(module_broker: PrivateKafka) -> PrivateKafka:
 
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis", persistent=False)
-    try:
-        server.start()
+    with PrivateRedis(tmp_path / "redis", persistent=False).running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass
@@ -143,6 +139,32 @@ async def verify(running: Running, sub: Subscriber, feed: Feed, cursor_before: s
     assert [m["event"]["event_id"] for m in replayed] == [m["event"]["event_id"] for m in later]
 
 
+#: Starts producing 6 events while the broker is away; the task ends once acknowledged.
+ProduceDuring = Callable[[], "asyncio.Task[None]"]
+#: Takes the broker away and brings it back; returns the produce started meanwhile.
+Outage = Callable[[ProduceDuring, Subscriber], Awaitable["asyncio.Task[None]"]]
+
+
+async def survive(broker: PrivateKafka, redis: PrivateRedis, name: str, outage: Outage) -> None:
+    """6 events before the outage, 6 during it, 6 after: the same client gets
+    all 18 exactly once, and the history and a resume agree (`verify`)."""
+    async with gateway(broker, redis) as running, producer(broker.bootstrap, running.prefix) as bus:
+        feed = Feed(unique(name))
+        async with subscribed(feed.user, running.addr) as sub:
+            await publish(bus, feed.take(6))
+            await sub.wait_events(6, 30)
+            cursor_before = sub.cursor
+            assert cursor_before is not None
+
+            during = await outage(lambda: asyncio.create_task(publish(bus, feed.take(6))), sub)
+            await asyncio.wait_for(during, 60)
+            await publish(bus, feed.take(6))
+
+            await sub.wait_events(18, 60)
+            await poll_until("gateway caught up", running.consumed_all, 30)
+            await verify(running, sub, feed, cursor_before)
+
+
 async def test_a_hung_broker_delays_events_but_loses_and_repeats_none(
     broker: PrivateKafka, redis: PrivateRedis
 ) -> None:
@@ -152,27 +174,19 @@ async def test_a_hung_broker_delays_events_but_loses_and_repeats_none(
     (Whether the coordinator expires the member on waking up depends on which
     comes first, its expiry timer or the member's next heartbeat: both paths
     happen, and both must lose nothing.)"""
-    async with gateway(broker, redis) as running, producer(broker.bootstrap, running.prefix) as bus:
-        feed = Feed(unique("hung-"))
-        async with subscribed(feed.user, running.addr) as sub:
-            await publish(bus, feed.take(6))
-            await sub.wait_events(6, 30)
-            cursor_before = sub.cursor
-            assert cursor_before is not None
-            broker.pause()
-            try:
-                during = asyncio.create_task(publish(bus, feed.take(6)))
-                await asyncio.sleep(SESSION_TIMEOUT_S + 3)
-                assert not during.done(), "a produce was acknowledged by a stopped broker"
-                assert len(sub.events) == 6
-            finally:
-                broker.resume()
-            await asyncio.wait_for(during, 60)
-            await publish(bus, feed.take(6))
 
-            await sub.wait_events(18, 60)
-            await poll_until("gateway caught up", running.consumed_all, 30)
-            await verify(running, sub, feed, cursor_before)
+    async def hang(produce: ProduceDuring, sub: Subscriber) -> asyncio.Task[None]:
+        broker.pause()
+        try:
+            during = produce()
+            await asyncio.sleep(SESSION_TIMEOUT_S + 3)
+            assert not during.done(), "a produce was acknowledged by a stopped broker"
+            assert len(sub.events) == 6
+        finally:
+            broker.resume()
+        return during
+
+    await survive(broker, redis, "hung-", hang)
 
 
 async def test_a_crashed_broker_restarted_on_its_data_loses_and_repeats_none(
@@ -181,25 +195,16 @@ async def test_a_crashed_broker_restarted_on_its_data_loses_and_repeats_none(
     """SIGKILL the broker, produce while it is down, start it again on the
     same data dir: the gateway reconnects by itself and resumes from the
     group's commits; every event reaches the client exactly once."""
-    async with gateway(broker, redis) as running, producer(broker.bootstrap, running.prefix) as bus:
-        feed = Feed(unique("crash-"))
-        async with subscribed(feed.user, running.addr) as sub:
-            await publish(bus, feed.take(6))
-            await sub.wait_events(6, 30)
-            cursor_before = sub.cursor
-            assert cursor_before is not None
 
-            broker.kill()
-            during = asyncio.create_task(publish(bus, feed.take(6)))
-            await asyncio.sleep(2)
-            assert not during.done(), "a produce was acknowledged by a dead broker"
-            await asyncio.to_thread(broker.start)  # same data dir, ~15 s
-            await asyncio.wait_for(during, 60)
-            await publish(bus, feed.take(6))
+    async def crash(produce: ProduceDuring, sub: Subscriber) -> asyncio.Task[None]:
+        broker.kill()
+        during = produce()
+        await asyncio.sleep(2)
+        assert not during.done(), "a produce was acknowledged by a dead broker"
+        await asyncio.to_thread(broker.start)  # same data dir, ~15 s
+        return during
 
-            await sub.wait_events(18, 60)
-            await poll_until("gateway caught up", running.consumed_all, 30)
-            await verify(running, sub, feed, cursor_before)
+    await survive(broker, redis, "crash-", crash)
 
 
 async def test_bus_consumer_resumes_from_the_group_commits_after_a_broker_restart(

@@ -43,12 +43,8 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path / "redis", persistent=True)
-    try:
-        server.start()
+    with PrivateRedis(tmp_path / "redis", persistent=True).running() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass
