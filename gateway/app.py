@@ -133,6 +133,7 @@ class Gateway:
             "events_consumed": m.events_consumed._value.get(),
             "frames_sent": m.frames_sent._value.get(),
             "poison_records": m.poison_records._value.get(),
+            "undecodable_batches": m.undecodable_batches._value.get(),
             "stale_dropped": m.stale_dropped._value.get(),
             "slow_client_closes": m.slow_closes._value.get(),
             "consumer_lag": m.consumer_lag._value.get(),

@@ -29,6 +29,11 @@ class GatewayMetrics:
         self.poison_records = Counter(
             "orderpush_poison_records", "Malformed records set aside", registry=r
         )
+        self.undecodable_batches = Counter(
+            "orderpush_undecodable_batches",
+            "Record batches the bus could not decode at all (codec, CRC), set aside",
+            registry=r,
+        )
         self.stale_dropped = Counter(
             "orderpush_stale_dropped", "order.* events dropped as not newer", registry=r
         )

@@ -129,7 +129,8 @@ class Pump:
         if batch.dead_letters:
             letters = batch.dead_letters
             await self._retrying("dead-letter topic", lambda: self.bus.publish(letters))
-            self.metrics.poison_records.inc(len(letters))
+            self.metrics.poison_records.inc(len(letters) - batch.undecodable_batches)
+            self.metrics.undecodable_batches.inc(batch.undecodable_batches)
         incoming = [
             Incoming(event, rec.value, rec.timestamp_ms, traceparent_of(rec))
             for rec, event in batch.events

@@ -27,6 +27,10 @@ class Record:
     value: bytes
     timestamp_ms: int
     headers: tuple[tuple[str, bytes], ...] = ()
+    #: Set (why, which offsets) when the bus could not decode the record batch
+    #: at all; the record then stands for the whole batch, `value` is empty and
+    #: `offset` is the batch's last. Consumers set it aside (`sort_records`).
+    undecodable: str = ""
 
     @property
     def tp(self) -> TopicPartition:

@@ -26,6 +26,7 @@ from aiokafka.errors import (
     ProducerFenced,
 )
 
+from gateway.bus import kafka_batches
 from gateway.bus.base import BusError, OutgoingRecord, Record, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -288,6 +289,8 @@ class KafkaConsumer:
         self.rebalances = 0
         self.revocations = 0
         self._transactional = transactional
+        # A batch that cannot be decoded must not stall its partition.
+        kafka_batches.install()
         self._transactional_id = f"{bus.topic_prefix}{group}-{self.client_id}"
         self._txn_producer: Any = None
         self._fenced = False
@@ -471,6 +474,18 @@ class KafkaConsumer:
 
 
 def _record(topic: str, message: Any) -> Record:
+    if isinstance(message.checksum, kafka_batches.UndecodableBatch):
+        problem = message.checksum
+        log.error("kafka: %s[%d]: %s; set aside", topic, message.partition, problem.describe())
+        return Record(
+            topic=topic,
+            partition=int(message.partition),
+            offset=int(message.offset),
+            key=None,
+            value=b"",
+            timestamp_ms=int(message.timestamp),
+            undecodable=problem.describe(),
+        )
     key: bytes | None = message.key
     value: bytes | None = message.value
     headers: Sequence[tuple[str, bytes | None]] = message.headers or ()

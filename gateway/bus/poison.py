@@ -21,12 +21,21 @@ log = logging.getLogger("orderpush.poison")
 class SortedBatch:
     events: list[tuple[Record, Event]] = field(default_factory=list)
     dead_letters: list[OutgoingRecord] = field(default_factory=list)
+    #: How many of `dead_letters` stand for a whole batch the bus could not
+    #: decode (the others are single poison records).
+    undecodable_batches: int = 0
 
 
 def sort_records(records: Sequence[Record]) -> SortedBatch:
     """Decode a batch; valid events in order, poison ones as dead letters."""
     batch = SortedBatch()
     for record in records:
+        if record.undecodable:
+            # The bus already logged it; the dead letter names the offsets, so
+            # the batch can be re-read with a tool that decodes it (kcat).
+            batch.undecodable_batches += 1
+            batch.dead_letters.append(dead_letter(record, record.undecodable))
+            continue
         try:
             batch.events.append((record, decode_event(record.value)))
         except PoisonEvent as exc:
