@@ -6,6 +6,10 @@
 #       -e ORDERPUSH_SESSIONS=redis://redis:6379/0 -e ORDERPUSH_JWT_SECRET=... orderpush
 #
 # Configuration is by ORDERPUSH_* environment variables (docs/operations.md).
+# The default command refuses to start without ORDERPUSH_JWT_SECRET (or
+# ORDERPUSH_JWT_ALGORITHM=RS256/ES256 with ORDERPUSH_JWT_PUBLIC_KEY or
+# ORDERPUSH_JWT_JWKS_URL): the image carries no usable secret. Dev mode
+# (ORDERPUSH_DEV_MODE=true) is for laptops only.
 # The stubs have no /healthz: run them with --no-healthcheck (or override it).
 
 ARG PYTHON_IMAGE=python:3.11-slim

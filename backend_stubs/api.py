@@ -87,12 +87,12 @@ class Storefront:
 
     # -- helpers -----------------------------------------------------------
 
-    def _user(self, request: Request) -> str:
+    async def _user(self, request: Request) -> str:
         token = bearer_token(request.headers.get("authorization"))
         if token is None:
             raise self._unauthorized("missing bearer token")
         try:
-            return self.verifier.verify(token).user_id
+            return (await self.verifier.averify(token)).user_id
         except InvalidToken as exc:
             # The reason is for the client's developer; it never echoes the token.
             raise self._unauthorized(f"invalid token: {exc}") from None
@@ -115,7 +115,7 @@ class Storefront:
     # -- routes ------------------------------------------------------------
 
     async def create_order(self, request: Request) -> Response:
-        user_id = self._user(request)
+        user_id = await self._user(request)
         key = request.headers.get("idempotency-key")
         try:
             if key is not None:
@@ -140,11 +140,11 @@ class Storefront:
         return JSONResponse(answer.body, answer.status_code, headers=headers)
 
     async def list_orders(self, request: Request) -> Response:
-        user_id = self._user(request)
+        user_id = await self._user(request)
         return JSONResponse({"orders": self._view().list_orders(user_id)})
 
     async def get_order(self, request: Request) -> Response:
-        user_id = self._user(request)
+        user_id = await self._user(request)
         # Someone else's order answers exactly like a missing one, so order
         # ids cannot be probed.
         order = self._view().get_order(user_id, request.path_params["order_id"])

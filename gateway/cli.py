@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from gateway.settings import ConfigError, Settings, settings_from_env
+from gateway.settings import LOOPBACK_HOSTS, ConfigError, Settings, settings_from_env
 
 
 def _port(value: str) -> int:
@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole system in one process (no Kafka, no Redis)")
     _server_flags(demo, 8000)
+    demo.add_argument(
+        "--expose-dev-sign-in",
+        action="store_true",
+        help="allow a --host other than loopback although anyone who reaches it can "
+        "sign in as any user and read every user's orders (the demo is dev mode)",
+    )
 
     gw = sub.add_parser("gateway", help="one gateway instance")
     _server_flags(gw, 8000)
@@ -94,6 +100,15 @@ def load_settings(args: argparse.Namespace) -> Settings:
         instance_id=getattr(args, "instance_id", None),
         topic_prefix=getattr(args, "topic_prefix", None),
     )
+    if args.command == "demo":
+        # The demo is dev mode whatever the environment says: its sign-in mints
+        # a token for any name, so it stays on loopback unless told otherwise.
+        settings = settings.with_overrides(dev_mode=True)
+        if args.host not in LOOPBACK_HOSTS and not args.expose_dev_sign_in:
+            raise ConfigError(
+                f"--host {args.host}: the demo's dev sign-in lets anyone who reaches it act "
+                "as any user; listen on 127.0.0.1, or pass --expose-dev-sign-in to accept that"
+            )
     return settings.validated()
 
 

@@ -24,6 +24,7 @@ def build_demo_app(settings: Settings | None = None) -> Starlette:
     )
     if not settings.sessions_url.startswith("memory://"):
         settings = replace(settings, sessions_url="memory://")
+    settings = settings.validated()
     bus = MemoryEventBus(topic_prefix=settings.topic_prefix)
     stack = StubStack(bus)
     storefront = Starlette(
@@ -32,6 +33,7 @@ def build_demo_app(settings: Settings | None = None) -> Starlette:
             view=stack.view,
             jwt_secret=settings.jwt_secret,
             dev_mode=True,
+            token_ttl_s=settings.dev_token_ttl_s,
             verifier=settings.token_verifier(),
         )
     )

@@ -62,6 +62,34 @@ class TokenBucket:
         return True
 
 
+class ExpiryTimer:
+    """Closes a connection with 4001 when its token expires. One timer per
+    connection: a re-auth moves it (the previous one is cancelled, so many
+    refreshes leave nothing behind), and closing the connection cancels it."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._timer: asyncio.TimerHandle | None = None
+
+    def set(self, closes_at: float) -> None:
+        self.cancel()
+        delay_s = max(0.0, closes_at - time.time())
+        self._timer = asyncio.get_running_loop().call_later(delay_s, self._expire)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @property
+    def pending(self) -> bool:
+        return self._timer is not None
+
+    def _expire(self) -> None:
+        self._timer = None
+        self.conn.close(CloseCode.TOKEN_INVALID, "token expired")
+
+
 class _Refused(Exception):
     def __init__(self, code: CloseCode, reason: str) -> None:
         super().__init__(reason)
@@ -135,7 +163,7 @@ class WebSocketEndpoint:
                 raise _Refused(CloseCode.AUTH_TIMEOUT, "first message must be auth")
         assert token is not None
         try:
-            return self.verifier.verify(token), cursor
+            return await self.verifier.averify(token), cursor
         except InvalidToken as exc:
             # The reason names the check that failed, never the token itself.
             raise _Refused(CloseCode.TOKEN_INVALID, f"token invalid: {exc}"[:120]) from None
@@ -148,7 +176,8 @@ class WebSocketEndpoint:
         )
         first_here = self.hub.add(conn)
         sender = asyncio.create_task(self._send_loop(websocket, conn))
-        expiry = asyncio.create_task(self._close_at_expiry(conn, claims.expires_at))
+        expiry = ExpiryTimer(conn)
+        expiry.set(self.verifier.closes_at(claims))
         try:
             if first_here:
                 await self.store.add_session(conn.user_id)
@@ -213,7 +242,7 @@ class WebSocketEndpoint:
             conn.go_live()
 
     async def _receive_loop(
-        self, websocket: WebSocket, conn: Connection, expiry: asyncio.Task[None]
+        self, websocket: WebSocket, conn: Connection, expiry: ExpiryTimer
     ) -> None:
         bucket = TokenBucket(self.settings.rate_limit_per_s, self.settings.rate_limit_burst)
         while conn.closing is None:
@@ -237,29 +266,22 @@ class WebSocketEndpoint:
             elif isinstance(parsed, Resume):
                 await self._sync(conn, parsed.cursor)
             elif isinstance(parsed, Auth):
-                expiry = self._reauthenticate(conn, parsed, expiry)
+                await self._reauthenticate(conn, parsed, expiry)
                 if parsed.cursor is not None and conn.closing is None:
                     await self._sync(conn, parsed.cursor)
 
-    def _reauthenticate(
-        self, conn: Connection, message: Auth, expiry: asyncio.Task[None]
-    ) -> asyncio.Task[None]:
+    async def _reauthenticate(self, conn: Connection, message: Auth, expiry: ExpiryTimer) -> None:
         """A fresh token for the same user extends the connection's life; a
         token of another user closes it (a socket never changes hands)."""
         try:
-            claims = self.verifier.verify(message.token)
+            claims = await self.verifier.averify(message.token)
         except InvalidToken as exc:
             conn.close(CloseCode.TOKEN_INVALID, f"token invalid: {exc}"[:120])
-            return expiry
+            return
         if claims.user_id != conn.user_id:
             conn.close(CloseCode.TOKEN_INVALID, "token is for another user")
-            return expiry
-        expiry.cancel()
-        return asyncio.create_task(self._close_at_expiry(conn, claims.expires_at))
-
-    async def _close_at_expiry(self, conn: Connection, expires_at: float) -> None:
-        await asyncio.sleep(max(0.0, expires_at - time.time()))
-        conn.close(CloseCode.TOKEN_INVALID, "token expired")
+            return
+        expiry.set(self.verifier.closes_at(claims))
 
     async def _send_loop(self, websocket: WebSocket, conn: Connection) -> None:
         while True:

@@ -47,6 +47,7 @@ def stubs_app(settings: Settings, only: str | None, data_dir: str | None) -> Sta
         view=stack.view,
         jwt_secret=settings.jwt_secret,
         dev_mode=settings.dev_mode,
+        token_ttl_s=settings.dev_token_ttl_s,
         verifier=settings.token_verifier(),
     )
     return Starlette(routes=[Route("/healthz", healthz), *routes], lifespan=lifespan)

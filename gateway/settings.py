@@ -15,8 +15,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.auth import TokenVerifier
+from gateway.jwks import JwksKeys
 
+#: Public in the source: only ever used with dev mode on (or by tests that
+#: build Settings in process); the command line refuses to start on it otherwise.
 DEV_SECRET = "orderpush-dev-secret-change-me-0123456789"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ConfigError(ValueError):
@@ -38,9 +42,14 @@ class Settings:
     jwt_secret: str = DEV_SECRET
     jwt_algorithm: str = "HS256"
     jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_jwks_cache_s: float = 300.0
+    jwt_jwks_min_refresh_s: float = 10.0
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    jwt_leeway_s: float = 0.0
     dev_mode: bool = False
+    dev_token_ttl_s: float = 3600.0
     allowed_origins: tuple[str, ...] = ()
     storefront_url: str | None = None
     heartbeat_s: float = 25.0
@@ -60,11 +69,21 @@ class Settings:
 
     def token_verifier(self) -> TokenVerifier:
         """One verifier for the gateway and the storefront API alike."""
+        jwks = None
+        if self.jwt_jwks_url:
+            jwks = JwksKeys(
+                self.jwt_jwks_url,
+                self.jwt_algorithm,
+                cache_s=self.jwt_jwks_cache_s,
+                min_refresh_s=self.jwt_jwks_min_refresh_s,
+            )
         return TokenVerifier(
             self.verify_key,
             self.jwt_algorithm,
             audience=self.jwt_audience,
             issuer=self.jwt_issuer,
+            leeway_s=self.jwt_leeway_s,
+            jwks=jwks,
         )
 
     def validated(self) -> Settings:
@@ -88,13 +107,24 @@ class Settings:
             raise ConfigError(
                 f"ORDERPUSH_JWT_ALGORITHM: {self.jwt_algorithm!r} is not one of HS256, RS256, ES256"
             )
-        if self.jwt_algorithm != "HS256" and not self.jwt_public_key:
+        if self.jwt_algorithm != "HS256" and not (self.jwt_public_key or self.jwt_jwks_url):
             raise ConfigError(
-                "ORDERPUSH_JWT_PUBLIC_KEY is required with "
+                "ORDERPUSH_JWT_PUBLIC_KEY or ORDERPUSH_JWT_JWKS_URL is required with "
                 f"ORDERPUSH_JWT_ALGORITHM={self.jwt_algorithm}"
             )
-        if self.jwt_algorithm == "HS256" and len(self.jwt_secret) < 32:
+        if self.jwt_algorithm == "HS256" and (self.jwt_public_key or self.jwt_jwks_url):
+            raise ConfigError(
+                "ORDERPUSH_JWT_PUBLIC_KEY / ORDERPUSH_JWT_JWKS_URL need "
+                "ORDERPUSH_JWT_ALGORITHM=RS256 or ES256"
+            )
+        if self.jwt_public_key and self.jwt_jwks_url:
+            raise ConfigError("set ORDERPUSH_JWT_PUBLIC_KEY or ORDERPUSH_JWT_JWKS_URL, not both")
+        if self.jwt_jwks_url:
+            check_url("ORDERPUSH_JWT_JWKS_URL", "", self.jwt_jwks_url, ("http", "https"))
+        if self.jwt_algorithm == "HS256" and self.jwt_secret and len(self.jwt_secret) < 32:
             raise ConfigError("ORDERPUSH_JWT_SECRET must be at least 32 characters for HS256")
+        if self.jwt_leeway_s < 0:
+            raise ConfigError(f"ORDERPUSH_JWT_LEEWAY_S must be >= 0, got {self.jwt_leeway_s}")
         for name, value in (
             ("ORDERPUSH_HEARTBEAT_S", self.heartbeat_s),
             ("ORDERPUSH_AUTH_TIMEOUT_S", self.auth_timeout_s),
@@ -105,9 +135,21 @@ class Settings:
             ("ORDERPUSH_MAX_MESSAGE_BYTES", self.max_message_bytes),
             ("ORDERPUSH_RATE_LIMIT_PER_S", self.rate_limit_per_s),
             ("ORDERPUSH_RATE_LIMIT_BURST", self.rate_limit_burst),
+            ("ORDERPUSH_JWT_JWKS_CACHE_S", self.jwt_jwks_cache_s),
+            ("ORDERPUSH_JWT_JWKS_MIN_REFRESH_S", self.jwt_jwks_min_refresh_s),
+            ("ORDERPUSH_DEV_TOKEN_TTL_S", self.dev_token_ttl_s),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
+        if self.jwt_algorithm == "HS256" and not self.jwt_secret:
+            if not self.dev_mode:
+                raise ConfigError(
+                    "ORDERPUSH_JWT_SECRET is not set: set it to a random secret of 32 characters "
+                    "or more (or use ORDERPUSH_JWT_ALGORITHM=RS256/ES256 with "
+                    "ORDERPUSH_JWT_PUBLIC_KEY or ORDERPUSH_JWT_JWKS_URL); only "
+                    "ORDERPUSH_DEV_MODE=true falls back to the public development secret"
+                )
+            return replace(self, jwt_secret=DEV_SECRET)
         return self
 
     def with_overrides(self, **changes: Any) -> Settings:
@@ -116,11 +158,12 @@ class Settings:
 
 def check_url(flag: str, env: str, url: str, schemes: tuple[str, ...]) -> None:
     parts = urlsplit(url)
+    name = f"{flag} / {env}" if env else flag
     if parts.scheme not in schemes:
         allowed = ", ".join(f"{s}://" for s in schemes)
-        raise ConfigError(f"{flag} / {env}: {url!r} must start with one of {allowed}")
+        raise ConfigError(f"{name}: {url!r} must start with one of {allowed}")
     if parts.scheme in ("kafka", "redis", "rediss", "http", "https") and not parts.netloc:
-        raise ConfigError(f"{flag} / {env}: {url!r} names no host")
+        raise ConfigError(f"{name}: {url!r} names no host")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -168,12 +211,20 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         session_key_prefix=env.get("ORDERPUSH_SESSION_KEY_PREFIX") or base.session_key_prefix,
         consumer_group=env.get("ORDERPUSH_CONSUMER_GROUP", base.consumer_group),
         instance_id=env.get("ORDERPUSH_INSTANCE_ID") or base.instance_id,
-        jwt_secret=env.get("ORDERPUSH_JWT_SECRET", base.jwt_secret),
+        # No fallback here: unset means "" and `validated` refuses it outside dev mode.
+        jwt_secret=env.get("ORDERPUSH_JWT_SECRET", ""),
         jwt_algorithm=env.get("ORDERPUSH_JWT_ALGORITHM", base.jwt_algorithm),
         jwt_public_key=env.get("ORDERPUSH_JWT_PUBLIC_KEY") or None,
+        jwt_jwks_url=env.get("ORDERPUSH_JWT_JWKS_URL") or None,
+        jwt_jwks_cache_s=_float(env, "ORDERPUSH_JWT_JWKS_CACHE_S", base.jwt_jwks_cache_s),
+        jwt_jwks_min_refresh_s=_float(
+            env, "ORDERPUSH_JWT_JWKS_MIN_REFRESH_S", base.jwt_jwks_min_refresh_s
+        ),
         jwt_audience=env.get("ORDERPUSH_JWT_AUDIENCE") or None,
         jwt_issuer=env.get("ORDERPUSH_JWT_ISSUER") or None,
+        jwt_leeway_s=_float(env, "ORDERPUSH_JWT_LEEWAY_S", base.jwt_leeway_s),
         dev_mode=_bool(env, "ORDERPUSH_DEV_MODE", base.dev_mode),
+        dev_token_ttl_s=_float(env, "ORDERPUSH_DEV_TOKEN_TTL_S", base.dev_token_ttl_s),
         allowed_origins=origins,
         storefront_url=env.get("ORDERPUSH_STOREFRONT_URL") or None,
         heartbeat_s=_float(env, "ORDERPUSH_HEARTBEAT_S", base.heartbeat_s),

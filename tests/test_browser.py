@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BROWSER_TESTS = ROOT / "tests" / "browser"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 NODE_TIMEOUT_S = 300
+#: Settings of the server one test file runs against, beyond the defaults.
+#: token_refresh: tokens that expire within the test, so the page must refresh.
+SETTINGS: dict[str, dict[str, Any]] = {"token_refresh.test.mjs": {"dev_token_ttl_s": 8.0}}
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(NODE_TIMEOUT_S + 60)]
 
@@ -51,7 +55,8 @@ async def test_in_browser(test_file: str) -> None:
     missing = _missing()
     if missing:
         pytest.fail(f"{missing}: run `make browser` (scripts/install-browser.sh)")
-    app = build_demo_app(Settings(sessions_url=f"memory://{unique('browser')}"))
+    options = SETTINGS.get(test_file, {})
+    app = build_demo_app(Settings(sessions_url=f"memory://{unique('browser')}", **options))
     async with serve(app) as addr:
         env = {**os.environ, "ORDERPUSH_URL": f"http://{addr}", "CHROMIUM": CHROMIUM}
         proc = await asyncio.create_subprocess_exec(

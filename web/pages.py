@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import jinja2
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -106,6 +106,7 @@ class Pages:
             Route("/", self.index, name="index"),
             Route("/login", self.login, methods=["POST"], name="login"),
             Route("/logout", self.logout, methods=["POST"], name="logout"),
+            Route("/session/refresh", self.refresh, methods=["POST"], name="refresh"),
             Route("/orders", self.orders, name="orders"),
             Route("/orders/{order_id}", self.order, name="order"),
             Route("/operator", self.operator, name="operator"),
@@ -116,12 +117,12 @@ class Pages:
 
     # -- helpers -----------------------------------------------------------
 
-    def session(self, request: Request) -> Session | None:
+    async def session(self, request: Request) -> Session | None:
         token = request.cookies.get(TOKEN_COOKIE)
         if not token:
             return None
         try:
-            claims = self.verifier.verify(token)
+            claims = await self.verifier.averify(token)
         except InvalidToken:
             return None
         return Session(claims.user_id, token, claims.expires_at)
@@ -177,7 +178,7 @@ class Pages:
     # -- pages -------------------------------------------------------------
 
     async def index(self, request: Request) -> Response:
-        session = self.session(request)
+        session = await self.session(request)
         orders: list[dict[str, Any]] = []
         orders_error: str | None = None
         if session is not None:
@@ -240,7 +241,7 @@ class Pages:
             )
         try:
             token = await self.shop.dev_token(user_id)
-            claims = self.verifier.verify(token)
+            claims = await self.verifier.averify(token)
         except StorefrontError as exc:
             return self.error_page(request, None, exc.status_code, exc.message)
         except InvalidToken:
@@ -252,15 +253,40 @@ class Pages:
                 "(check that both use the same ORDERPUSH_JWT_SECRET).",
             )
         response = RedirectResponse(next_path, status_code=303)
-        response.set_cookie(
-            TOKEN_COOKIE,
-            token,
-            max_age=max(1, int(claims.expires_at - time.time())),
-            path="/",
-            samesite="lax",
-            httponly=True,  # the page gets the token from a <meta> it renders
-            secure=request.url.scheme == "https",
+        _set_token_cookie(response, request, token, claims.expires_at)
+        return response
+
+    async def refresh(self, request: Request) -> Response:
+        """A fresh token for the signed-in user, before the page's expires: the
+        JS client's `getToken` (web/static/live.js) calls this, sends the token
+        on its open socket, and the cookie moves along for htmx requests.
+
+        In dev mode the storefront mints it; otherwise whatever signs users in
+        renews the cookie, and this hands the page the cookie's current token.
+        """
+        if not self._same_origin(request):
+            return JSONResponse({"error": "cross_site"}, status_code=403)
+        session = await self.session(request)
+        if session is None:
+            return JSONResponse(
+                {"error": "unauthorized", "message": "sign in again"},
+                status_code=401,
+                headers={"Cache-Control": "no-store"},
+            )
+        token, expires_at = session.token, session.expires_at
+        if self.settings.dev_mode:
+            try:
+                token = await self.shop.dev_token(session.user_id)
+                expires_at = (await self.verifier.averify(token)).expires_at
+            except (StorefrontError, InvalidToken) as exc:
+                return JSONResponse(
+                    {"error": "refresh_failed", "message": str(exc)[:200]}, status_code=502
+                )
+        response = JSONResponse(
+            {"token": token, "user_id": session.user_id, "expires_at": expires_at},
+            headers={"Cache-Control": "no-store"},
         )
+        _set_token_cookie(response, request, token, expires_at)
         return response
 
     async def logout(self, request: Request) -> Response:
@@ -271,7 +297,7 @@ class Pages:
         return response
 
     async def orders(self, request: Request) -> Response:
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             return self._sign_in_required(request)
         try:
@@ -289,7 +315,7 @@ class Pages:
         )
 
     async def order(self, request: Request) -> Response:
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             return self._sign_in_required(request)
         order_id = request.path_params["order_id"]
@@ -317,7 +343,7 @@ class Pages:
         return self.render(
             request,
             "operator.html",
-            self.session(request),
+            await self.session(request),
             nav="operator",
             instance_id=self.settings.instance_id,
         )
@@ -325,7 +351,7 @@ class Pages:
     # -- fragments (htmx) --------------------------------------------------
 
     async def orders_fragment(self, request: Request) -> Response:
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             return self.render(request, "_signed_out.html", None, status_code=401)
         limit: int | None = None
@@ -348,7 +374,7 @@ class Pages:
         )
 
     async def timeline_fragment(self, request: Request) -> Response:
-        session = self.session(request)
+        session = await self.session(request)
         if session is None:
             return self.render(request, "_signed_out.html", None, status_code=401)
         order_id = request.path_params["order_id"]
@@ -371,6 +397,18 @@ class Pages:
             order=order,
             timeline=build_timeline(order["timeline"]),
         )
+
+
+def _set_token_cookie(response: Response, request: Request, token: str, expires_at: float) -> None:
+    response.set_cookie(
+        TOKEN_COOKIE,
+        token,
+        max_age=max(1, int(expires_at - time.time())),
+        path="/",
+        samesite="lax",
+        httponly=True,  # the page gets the token from a <meta> it renders
+        secure=request.url.scheme == "https",
+    )
 
 
 def page_routes(settings: Settings, storefront: httpx.AsyncClient | None) -> list[BaseRoute]:

@@ -4,15 +4,41 @@
 // Every page loads this module; pages that show orders import `client` from it
 // (ES modules are evaluated once per page, so there is one client per page).
 
-import { connect } from '/static/orderpush.js';
+import { connect, decodeJwt } from '/static/orderpush.js';
 
 const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content || undefined;
 
 /** The signed-in user's token, rendered by the server (the cookie is HttpOnly). */
 export const token = meta('orderpush-token');
+let current = token; // moved along by refreshToken()
+
+/**
+ * A fresh token from the page's own route (POST /session/refresh), which also
+ * moves the HttpOnly cookie along for htmx requests. The client calls it
+ * shortly before the current token expires and sends the result on its open
+ * socket, so the page stays live past the first token's lifetime.
+ */
+async function refreshToken() {
+  const res = await fetch('/session/refresh', {
+    method: 'POST',
+    credentials: 'same-origin',
+    cache: 'no-store',
+    headers: { accept: 'application/json' },
+  });
+  if (!res.ok) throw new Error(`token refresh answered ${res.status}`);
+  current = (await res.json()).token;
+  return current;
+}
+
+/** The freshest token for API calls (refreshed first when it is about to expire). */
+export async function currentToken() {
+  const { exp } = decodeJwt(current ?? '');
+  if (typeof exp === 'number' && exp * 1000 - Date.now() < 5000) return refreshToken();
+  return current;
+}
 
 /** The live client, or null when nobody is signed in. */
-export const client = token ? connect({ token }) : null;
+export const client = token ? connect({ token, getToken: refreshToken }) : null;
 
 // ---- shared helpers ---------------------------------------------------------
 

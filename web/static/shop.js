@@ -2,7 +2,7 @@
 // shown in words (202 pending / 402 declined / 422 field errors), and the
 // order just placed followed live in "Your latest order".
 
-import { client, token, dispatch, eventsFor, announce } from '/static/live.js';
+import { client, currentToken, dispatch, eventsFor, announce } from '/static/live.js';
 import { SagaView } from '/static/timeline.js';
 
 const form = document.getElementById('order-form');
@@ -119,7 +119,7 @@ async function post(body, key) {
     headers: {
       'content-type': 'application/json',
       accept: 'application/json',
-      authorization: `Bearer ${token}`,
+      authorization: `Bearer ${await currentToken()}`,
       'idempotency-key': key,
     },
     body: JSON.stringify(body),
