@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
 from gateway.bus import EventBus, open_bus
+from gateway.drain import close_spread
 from gateway.endpoint import WebSocketEndpoint
 from gateway.hub import Hub
 from gateway.logs import redact_tokens_in_server_logs
@@ -69,6 +70,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._repairs: set[asyncio.Task[None]] = set()
         self.started = False
+        self.draining = False
 
     async def start(self) -> None:
         if self.owns_bus:
@@ -80,6 +82,27 @@ class Gateway:
             asyncio.create_task(self._sample_lag(), name="orderpush-lag"),
         ]
         self.started = True
+
+    async def drain(self) -> None:
+        """The graceful half of a stop (SIGTERM), run while the server still
+        serves: not ready any more, no new sockets, out of the consumer group
+        (its partitions move at once) after handing on the batch in hand,
+        then every socket closed with 1012, spread over the drain window.
+        The sockets get what is routed to them until their close."""
+        if self.draining:
+            return
+        self.draining = True
+        self.endpoint.draining = True
+        window_s = self.settings.drain_window_s
+        log.info("draining: leaving the consumer group, then closing sockets over %.1fs", window_s)
+        await _bounded("consumer", self.pump.drain(STOP_TIMEOUT_S))
+        await close_spread(self.hub.connections(), window_s)
+        # Let the senders flush and the endpoints drop their leases.
+        for _ in range(40):  # at most 2 s
+            if not self.hub.connection_count():
+                break
+            await asyncio.sleep(0.05)
+        log.info("drained; %d sockets left", self.hub.connection_count())
 
     async def stop(self) -> None:
         self.started = False
@@ -172,7 +195,13 @@ def create_app(
     redact_tokens_in_server_logs()
     gateway = Gateway(
         settings,
-        bus or open_bus(settings.bus_url, topic_prefix=settings.topic_prefix),
+        bus
+        or open_bus(
+            settings.bus_url,
+            topic_prefix=settings.topic_prefix,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_ms,
+        ),
         store
         or open_sessions(
             settings.sessions_url,
@@ -190,11 +219,16 @@ def create_app(
         return JSONResponse({"status": "ok", "instance_id": settings.instance_id})
 
     async def readyz(request: Request) -> Response:
-        """Readiness: started, and the consumer holds partitions to read."""
+        """Readiness: started, not draining, and the consumer holds partitions."""
         consumer = gateway.pump.consumer
         assigned = len(consumer.assignment()) if consumer is not None else 0
-        ready = gateway.started and assigned > 0
-        body = {"ready": ready, "instance_id": settings.instance_id, "partitions": assigned}
+        ready = gateway.started and not gateway.draining and assigned > 0
+        body = {
+            "ready": ready,
+            "instance_id": settings.instance_id,
+            "partitions": assigned,
+            "draining": gateway.draining,
+        }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     async def metrics(request: Request) -> Response:

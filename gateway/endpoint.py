@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway.auth import Claims, InvalidToken, TokenVerifier
+from gateway.drain import RETRY_AFTER_MAX_MS, drain_reason
 from gateway.hub import Close, Connection, Frame, Hub
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import (
@@ -104,10 +106,20 @@ class WebSocketEndpoint:
     hub: Hub
     store: SessionStore
     metrics: GatewayMetrics
+    #: Set when the instance drains (SIGTERM): new sockets are sent elsewhere.
+    draining: bool = False
 
     async def handle(self, websocket: WebSocket) -> None:
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        if self.draining:
+            # Accepted only to say so with a close code the client acts on
+            # (reconnect, to another instance); a refused handshake would
+            # look like an outage and be retried with a long backoff.
+            self.metrics.rejected.labels("draining").inc()
+            reason = drain_reason(random.randrange(RETRY_AFTER_MAX_MS))
+            await websocket.close(CloseCode.SERVICE_RESTART, reason)
+            return
         try:
             if not self._origin_allowed(websocket):
                 raise _Refused(CloseCode.ORIGIN_NOT_ALLOWED, "origin not allowed")

@@ -57,6 +57,7 @@ class Pump:
         self.batch_max = batch_max
         self.consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._draining = False
         self.batches = 0
         self.retries = 0
         self.rejoins = 0
@@ -64,6 +65,23 @@ class Pump:
     async def start(self) -> None:
         self.consumer = await self.bus.consumer(TOPICS, self.group, client_id=self.client_id)
         self._task = asyncio.create_task(self._run(), name="orderpush-pump")
+
+    async def drain(self, timeout_s: float) -> None:
+        """Finish the batch in hand (handed on and committed), then leave the
+        group, so the partitions move to the other members at once. A batch
+        that takes longer than `timeout_s` (its store is down) is cut short:
+        it was not committed, so the partitions' new owner reads it again."""
+        self._draining = True
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                log.warning(
+                    "the batch in hand took over %.0fs; leaving it to the next owner", timeout_s
+                )
+            except Exception:
+                log.exception("the consumer loop failed while draining")
+        await self.stop()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -75,7 +93,7 @@ class Pump:
 
     async def _run(self) -> None:
         delay_s = 0.1
-        while True:
+        while not self._draining:
             assert self.consumer is not None
             try:
                 records = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_max)

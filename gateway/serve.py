@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import signal
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -15,6 +20,53 @@ from starlette.routing import Route
 
 from gateway.settings import ConfigError, Settings
 
+log = logging.getLogger("orderpush.serve")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with the app's drain run on the first SIGTERM or SIGINT
+    before uvicorn's own shutdown.
+
+    uvicorn's shutdown closes every WebSocket (1012) before the app's
+    lifespan shutdown runs, so a drain in the lifespan would find no socket
+    left to spread. Here the first signal starts `drain` while everything
+    still serves; uvicorn's shutdown follows when it is done. A second
+    signal stops at once, as plain uvicorn does.
+    """
+
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining: asyncio.Task[None] | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is None or self._draining is not None or self.should_exit:
+            super().handle_exit(sig, frame)
+            return
+        # Re-raised by uvicorn once it is done, so the exit status still
+        # says which signal ended the process.
+        self._captured_signals.append(sig)
+        log.info("%s: draining before shutdown", signal.Signals(sig).name)
+        # A signal handler runs between two bytecodes of the loop's thread:
+        # hand the work to the loop rather than touch it from here.
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        self._draining = asyncio.create_task(self._drain_then_exit(), name="orderpush-drain")
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self._drain()
+        except Exception:
+            log.exception("draining failed; shutting down anyway")
+        finally:
+            self.should_exit = True
+
 
 def stubs_app(settings: Settings, only: str | None, data_dir: str | None) -> Starlette:
     """The backend services and the storefront API (`orderpush stubs`)."""
@@ -23,7 +75,12 @@ def stubs_app(settings: Settings, only: str | None, data_dir: str | None) -> Sta
     from gateway.bus import open_bus
 
     selected = ALL_SERVICES if not only else tuple(s.strip() for s in only.split(",") if s.strip())
-    bus = open_bus(settings.bus_url, topic_prefix=settings.topic_prefix)
+    bus = open_bus(
+        settings.bus_url,
+        topic_prefix=settings.topic_prefix,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_ms,
+    )
     try:
         stack = StubStack(bus, data_dir=Path(data_dir) if data_dir else None, only=selected)
     except ValueError as exc:
@@ -65,7 +122,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         app = create_app(settings)
     else:
         app = stubs_app(settings, args.only, args.data_dir)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
@@ -73,4 +130,9 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         ws_max_size=settings.max_message_bytes,
         lifespan="on",
     )
+    gateway = getattr(app.state, "gateway", None)
+    if gateway is None:
+        uvicorn.Server(config).run()
+    else:
+        DrainingServer(config, gateway.drain).run()
     return 0

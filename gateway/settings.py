@@ -62,6 +62,9 @@ class Settings:
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 40
     batch_max: int = 500
+    kafka_session_timeout_ms: int = 3_000
+    kafka_heartbeat_ms: int = 500
+    drain_window_s: float = 5.0
 
     @property
     def verify_key(self) -> str:
@@ -138,9 +141,13 @@ class Settings:
             ("ORDERPUSH_JWT_JWKS_CACHE_S", self.jwt_jwks_cache_s),
             ("ORDERPUSH_JWT_JWKS_MIN_REFRESH_S", self.jwt_jwks_min_refresh_s),
             ("ORDERPUSH_DEV_TOKEN_TTL_S", self.dev_token_ttl_s),
+            ("ORDERPUSH_KAFKA_SESSION_TIMEOUT_MS", self.kafka_session_timeout_ms),
+            ("ORDERPUSH_KAFKA_HEARTBEAT_MS", self.kafka_heartbeat_ms),
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
+        if self.drain_window_s < 0:
+            raise ConfigError(f"ORDERPUSH_DRAIN_WINDOW_S must be >= 0, got {self.drain_window_s}")
         if self.jwt_algorithm == "HS256" and not self.jwt_secret:
             if not self.dev_mode:
                 raise ConfigError(
@@ -236,4 +243,9 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_message_bytes=_int(env, "ORDERPUSH_MAX_MESSAGE_BYTES", base.max_message_bytes),
         rate_limit_per_s=_float(env, "ORDERPUSH_RATE_LIMIT_PER_S", base.rate_limit_per_s),
         rate_limit_burst=_int(env, "ORDERPUSH_RATE_LIMIT_BURST", base.rate_limit_burst),
+        kafka_session_timeout_ms=_int(
+            env, "ORDERPUSH_KAFKA_SESSION_TIMEOUT_MS", base.kafka_session_timeout_ms
+        ),
+        kafka_heartbeat_ms=_int(env, "ORDERPUSH_KAFKA_HEARTBEAT_MS", base.kafka_heartbeat_ms),
+        drain_window_s=_float(env, "ORDERPUSH_DRAIN_WINDOW_S", base.drain_window_s),
     )

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from redis.asyncio import Redis
 from gateway.auth import issue_token
 from gateway.bus import BusError, OutgoingRecord
 from gateway.bus.kafka import KafkaEventBus
+from gateway.drain import retry_after_ms
 from gateway.events import TOPIC_OF_TYPE, Event, decode_event, encode_event, make_event
 from gateway.sessions.base import cursor_key
 
@@ -114,6 +116,11 @@ class Subscriber:
     resumes: int = 0
     #: (address, close code or error) of every connection that ended.
     ended: list[tuple[str, str]] = field(default_factory=list)
+    #: When each connection ended (monotonic), and the close reason it gave.
+    ended_at: list[float] = field(default_factory=list)
+    close_reasons: list[str] = field(default_factory=list)
+    #: When each event_id first arrived (monotonic).
+    arrived_at: dict[str, float] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _versions: dict[str, int] = field(default_factory=dict)
@@ -130,12 +137,19 @@ class Subscriber:
         while True:
             addr = self.addrs[attempt % len(self.addrs)]
             attempt += 1
+            wait_s = 0.2
             try:
                 await self._session(addr)
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                 self.ended.append((addr, repr(exc)))
+                self.ended_at.append(time.monotonic())
+                self.close_reasons.append("")
+            else:
+                # As the JS client does: a draining server says when to come back.
+                hinted = retry_after_ms(self.close_reasons[-1])
+                wait_s = hinted / 1000 if hinted is not None else wait_s
             self._changed.set()
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(wait_s)
 
     async def _session(self, addr: str) -> None:
         async with websockets.connect(f"ws://{addr}/ws", open_timeout=5) as ws:
@@ -162,9 +176,12 @@ class Subscriber:
             except websockets.ConnectionClosed:
                 pass
             self.ended.append((addr, f"closed {ws.close_code}"))
+            self.ended_at.append(time.monotonic())
+            self.close_reasons.append(ws.close_reason or "")
 
     def _on_event(self, message: dict[str, Any]) -> None:
         event = message["event"]
+        self.arrived_at.setdefault(event["event_id"], time.monotonic())
         if self.drop_stale and event["type"].startswith("order."):
             shown = self._versions.get(event["order_id"], 0)
             if event["version"] <= shown:
@@ -278,3 +295,68 @@ async def poll_until(what: str, check: Any, timeout_s: float, every_s: float = 0
                 await asyncio.sleep(every_s)
     except TimeoutError:
         raise AssertionError(f"{what}: not within {timeout_s}s (last: {last!r})") from None
+
+
+#: An event that reaches its client later than this after it was produced
+#: counts as late: its client was not current meanwhile.
+LATE_S = 1.0
+
+
+@dataclass
+class Figures:
+    """What a fault did to the clients, for the report (never asserted on
+    timing: figures go to the report, see TEAM.md)."""
+
+    fault: str
+    events: int
+    in_flight: int
+    lost: int
+    shown_twice: int
+    max_delay_s: float
+    current_after_s: float
+
+    def line(self) -> str:
+        return (
+            f"FIGURES {self.fault}: events {self.events}, in flight {self.in_flight}, "
+            f"lost {self.lost}, shown twice {self.shown_twice}, max delay {self.max_delay_s:.2f}s, "
+            f"every client current {self.current_after_s:.2f}s after the fault"
+        )
+
+
+def figures(
+    fault: str,
+    subscribers: Sequence[Subscriber],
+    feeds: Sequence[Feed],
+    produced_at: dict[str, float],
+    fault_at: float,
+) -> Figures:
+    """Lost, shown twice and lateness over every client. `produced_at` maps
+    event ids to when the broker acknowledged them (monotonic)."""
+    lost = twice = 0
+    max_delay_s = 0.0
+    last_late = fault_at
+    for sub, feed in zip(subscribers, feeds, strict=True):
+        ids = [m["event"]["event_id"] for m in sub.events]
+        twice += len(ids) - len(set(ids))
+        for event in feed.produced:
+            arrived = sub.arrived_at.get(event.event_id)
+            if arrived is None:
+                lost += 1
+                continue
+            delay_s = arrived - produced_at[event.event_id]
+            max_delay_s = max(max_delay_s, delay_s)
+            if delay_s > LATE_S:
+                last_late = max(last_late, arrived)
+    current_after_s = last_late - fault_at
+    in_flight = sum(
+        1 for at in produced_at.values() if fault_at <= at <= fault_at + max(current_after_s, 0)
+    )
+    return Figures(
+        fault,
+        sum(len(f.produced) for f in feeds),
+        in_flight,
+        lost,
+        twice,
+        max_delay_s,
+        current_after_s,
+    )

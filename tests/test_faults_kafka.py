@@ -46,9 +46,9 @@ from tests.wsclient import connect
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
-#: The gateway's consumers use a 10 s session timeout (gateway/bus/kafka.py):
+#: The gateway's consumers use a 3 s session timeout (ORDERPUSH_KAFKA_SESSION_TIMEOUT_MS;
 #: an outage longer than that makes the group coordinator drop the member.
-SESSION_TIMEOUT_S = 10.0
+SESSION_TIMEOUT_S = 3.0
 
 
 @pytest.fixture(scope="module")

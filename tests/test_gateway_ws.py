@@ -4,6 +4,7 @@ events produced onto the in-memory bus of the running gateway."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -297,6 +298,36 @@ async def test_server_shutdown_closes_1012() -> None:
         code = await alice.closed_with(timeout_s=15)
     await stopping
     assert code == CloseCode.SERVICE_RESTART
+
+
+@pytest.mark.parametrize("running", [{"drain_window_s": 0.6}], indirect=True)
+async def test_drain_turns_unready_and_closes_every_socket_1012_with_a_retry_hint(
+    running: Running,
+) -> None:
+    """What SIGTERM runs before uvicorn's shutdown (tests/test_faults_instance.py
+    sends the real signal to a real process)."""
+    import httpx
+
+    from gateway.drain import retry_after_ms
+
+    users = [f"u{n}" for n in range(4)]
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(connect(running.addr, token(u))) for u in users]
+        for client in clients:
+            await client.recv_type("snapshot")
+        draining = asyncio.create_task(running.gateway.drain())
+        async with httpx.AsyncClient(base_url=f"http://{running.addr}") as http:
+            ready = await http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["draining"] is True
+        # A socket opened during the drain is sent elsewhere at once.
+        async with connect(running.addr) as late:
+            assert await late.closed_with() == CloseCode.SERVICE_RESTART
+            assert retry_after_ms(late.ws.close_reason or "") is not None
+        for client in clients:
+            assert await client.closed_with() == CloseCode.SERVICE_RESTART
+            assert retry_after_ms(client.ws.close_reason or "") is not None
+        await asyncio.wait_for(draining, 10)
+        assert running.gateway.hub.connection_count() == 0
 
 
 async def test_query_token_never_reaches_the_logs(capfd: pytest.CaptureFixture[str]) -> None:

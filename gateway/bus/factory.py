@@ -7,11 +7,19 @@ from urllib.parse import urlsplit
 from gateway.bus.base import EventBus
 
 
-def open_bus(url: str, *, topic_prefix: str = "", partitions: int = 4) -> EventBus:
+def open_bus(
+    url: str,
+    *,
+    topic_prefix: str = "",
+    partitions: int = 4,
+    session_timeout_ms: int = 3_000,
+    heartbeat_interval_ms: int = 500,
+) -> EventBus:
     """Build (not start) the bus named by `url`.
 
     `memory://` is the embedded default; `kafka://HOST:PORT[,HOST:PORT]` needs
-    the `kafka` extra (aiokafka), imported only here.
+    the `kafka` extra (aiokafka), imported only here. The group timeouts
+    apply to Kafka consumers only.
     """
     parts = urlsplit(url)
     if parts.scheme == "memory":
@@ -23,5 +31,10 @@ def open_bus(url: str, *, topic_prefix: str = "", partitions: int = 4) -> EventB
             raise ValueError(f"bus URL {url!r} names no broker (kafka://HOST:PORT)")
         from gateway.bus.kafka import KafkaEventBus
 
-        return KafkaEventBus(bootstrap_servers=parts.netloc, topic_prefix=topic_prefix)
+        return KafkaEventBus(
+            bootstrap_servers=parts.netloc,
+            topic_prefix=topic_prefix,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=heartbeat_interval_ms,
+        )
     raise ValueError(f"bus URL {url!r}: scheme must be memory:// or kafka://")

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as _KafkaTP
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     ConsumerStoppedError,
     IllegalOperation,
@@ -40,6 +41,7 @@ _KAFKA_ERRORS: tuple[type[BaseException], ...] = (
 _TOPIC_ALREADY_EXISTS = 36
 _TOPIC_READY_TIMEOUT_S = 15.0
 _LAG_TIMEOUT_S = 15.0
+_MIN_SESSION_TIMEOUT = "group.min.session.timeout.ms"
 
 
 @contextlib.contextmanager
@@ -61,6 +63,8 @@ class KafkaEventBus:
         replication_factor: int = 1,
         linger_ms: int = 5,
         fetch_max_wait_ms: int = 100,
+        session_timeout_ms: int = 3_000,
+        heartbeat_interval_ms: int = 500,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic_prefix = topic_prefix
@@ -70,6 +74,12 @@ class KafkaEventBus:
         # Bounds how long a fetch for idle partitions can hold back records of
         # partitions that just became fetchable (one fetch in flight per node).
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        # How long the group coordinator waits for a silent member before its
+        # partitions move: the failover time after a crash. Raised at start to
+        # the broker's group.min.session.timeout.ms if that is higher (a
+        # broker refuses a shorter one, and the member could never join).
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
         self._producer: Any = None
         self._admin: Any = None
         self._offsets_reader: Any = None  # ungrouped consumer: end offsets only
@@ -121,6 +131,43 @@ class KafkaEventBus:
                 raise
             self._producer, self._admin, self._offsets_reader = producer, admin, reader
             self._started = True
+            await self._fit_session_timeout()
+
+    async def _fit_session_timeout(self) -> None:
+        """Raise the session timeout to the broker's minimum if it is higher.
+        Reading broker configs may be forbidden (no DescribeConfigs ACL): then
+        the configured value is used as it is."""
+        try:
+            brokers = sorted(b.nodeId for b in self._admin._client.cluster.brokers())
+            resource = ConfigResource(
+                ConfigResourceType.BROKER, str(brokers[0]), {_MIN_SESSION_TIMEOUT: None}
+            )
+            (response,) = await self._admin.describe_configs([resource])
+            entries = response.to_object()["resources"][0]["config_entries"]
+            minimum = int(
+                next(
+                    e["config_value"] for e in entries if e["config_names"] == _MIN_SESSION_TIMEOUT
+                )
+            )
+        except Exception as exc:
+            log.info(
+                "kafka: cannot read %s (%r); using %d ms",
+                _MIN_SESSION_TIMEOUT,
+                exc,
+                self.session_timeout_ms,
+            )
+            return
+        if minimum > self.session_timeout_ms:
+            log.warning(
+                "kafka: the broker's %s is %d ms, above the configured session timeout of "
+                "%d ms (ORDERPUSH_KAFKA_SESSION_TIMEOUT_MS): using %d ms, so a crashed "
+                "member's partitions move only after that long",
+                _MIN_SESSION_TIMEOUT,
+                minimum,
+                self.session_timeout_ms,
+                minimum,
+            )
+            self.session_timeout_ms = minimum
 
     async def stop(self) -> None:
         self._closed = True
@@ -305,9 +352,11 @@ class KafkaConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            # Short enough that tests and failovers see a dead member quickly.
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
+            # A crashed member's partitions move after the session timeout;
+            # heartbeats at most a third of it, so one lost heartbeat is not
+            # taken for a crash.
+            session_timeout_ms=bus.session_timeout_ms,
+            heartbeat_interval_ms=min(bus.heartbeat_interval_ms, bus.session_timeout_ms // 3),
             fetch_max_wait_ms=bus.fetch_max_wait_ms,
         )
 

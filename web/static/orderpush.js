@@ -186,8 +186,12 @@ export class OrderpushClient {
     const { initialMs, maxMs, factor } = this.#o.backoff;
     const n = this.#attempt++;
     const r = this.#o.random();
+    // A draining server says when to come back (`retry_after_ms=N` in the
+    // 1012 reason): it spreads its clients' reconnects over time.
+    const hinted = code === 1012 ? /retry_after_ms=(\d+)/.exec(reason ?? '') : null;
     const delayMs =
       code === 4029 ? (maxMs * (1 + r)) / 2 // rate limited: back off hard
+      : hinted ? Math.min(Number(hinted[1]), maxMs)
       : code === 1012 ? r * initialMs // server restarting: come back promptly
       : r * Math.min(maxMs, initialMs * factor ** n);
     this.#timer = this.#o.setTimeout(() => this.#dial(), delayMs);

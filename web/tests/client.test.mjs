@@ -321,6 +321,27 @@ test('4029 (rate limited) backs off between maxMs/2 and maxMs; 1012 comes back w
   }
 });
 
+test('1012 with retry_after_ms (a draining server) waits exactly that long, capped at maxMs', () => {
+  const { client, WS, clock, seen, setRandom } = setup({ backoff: undefined });
+  client.connect();
+  handshake(WS);
+  setRandom(0.99);
+  const before = WS.instances.length;
+  WS.last.serverClose(1012, 'server restarting; retry_after_ms=740');
+  assert.equal(seen.state.at(-1).delayMs, 740);
+  clock.advance(739);
+  assert.equal(WS.instances.length, before, 'reconnected before the hinted time');
+  clock.advance(1);
+  assert.equal(WS.instances.length, before + 1);
+  handshake(WS);
+  WS.last.serverClose(1012, 'retry_after_ms=99999999');
+  assert.equal(seen.state.at(-1).delayMs, DEFAULT_BACKOFF.maxMs);
+  clock.advance(DEFAULT_BACKOFF.maxMs);
+  handshake(WS);
+  WS.last.serverClose(1012, 'server restarting'); // no hint: prompt, as before
+  assert.ok(seen.state.at(-1).delayMs < DEFAULT_BACKOFF.initialMs);
+});
+
 test('4008, 4009, 1009, 1011, 1006 and 1000 all reconnect', () => {
   for (const code of [4008, 4009, 1009, 1011, 1006, 1000]) {
     const { client, WS, clock } = setup();
