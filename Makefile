@@ -4,7 +4,7 @@
 PYTHON ?= python3
 PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 
-.PHONY: install tools demo test test-python test-js lint typecheck check bench-demo
+.PHONY: install tools demo test test-python test-js lint typecheck check bench-demo bench-side-by-side
 
 install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[dev]'
@@ -38,6 +38,12 @@ check: lint typecheck dockerfile-lint
 
 bench-demo: install
 	$(PYTHON) bench/demo_latency.py
+
+# Orderpush vs python-socketio under one Go load client (issue 7); needs
+# `make services` and Go. Prints a Markdown table; see bench/README.md.
+bench-side-by-side: install
+	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[bench]'
+	$(PYTHON) bench/side_by_side.py
 
 # ---- services (Redis + single-node Kafka on 127.0.0.1): scripts/services.sh ----
 .PHONY: services services-down services-status browser
