@@ -31,6 +31,16 @@ def _positive(value: str) -> float:
     return number
 
 
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 1 <= number <= 64:
+        raise argparse.ArgumentTypeError(f"{number} is not between 1 and 64")
+    return number
+
+
 def _server_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(
@@ -65,6 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gw.add_argument("--instance-id", help="this instance's name (ORDERPUSH_INSTANCE_ID)")
     gw.add_argument("--topic-prefix", help="prefix of every topic name (ORDERPUSH_TOPIC_PREFIX)")
+    gw.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        help="processes serving the port (SO_REUSEPORT), each a group member with "
+        "instance id INSTANCE_ID-wK (default 1)",
+    )
+    gw.add_argument(
+        "--loop",
+        default="uvloop",
+        choices=["uvloop", "asyncio"],
+        help="event loop (default uvloop; asyncio for comparison)",
+    )
+    gw.add_argument(
+        "--http",
+        default="httptools",
+        choices=["httptools", "h11"],
+        help="HTTP parser (default httptools; h11 for comparison)",
+    )
 
     stubs = sub.add_parser("stubs", help="the backend services and the storefront API")
     _server_flags(stubs, 8100)
@@ -147,6 +176,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from loadtest.cli import run
 
         return asyncio.run(run(args))
+    if args.command == "gateway" and args.workers > 1:
+        from gateway.workers import serve_workers
+
+        return serve_workers(args, load_settings(args))
     from gateway.serve import serve_command
 
     return serve_command(args, load_settings(args))

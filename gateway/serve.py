@@ -110,7 +110,10 @@ def stubs_app(settings: Settings, only: str | None, data_dir: str | None) -> Sta
     return Starlette(routes=[Route("/healthz", healthz), *routes], lifespan=lifespan)
 
 
-def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+def serve_command(
+    args: argparse.Namespace, settings: Settings, *, sockets: list[socket.socket] | None = None
+) -> int:
+    """Serve until stopped; on `sockets` (already bound: `--workers`) if given."""
     if args.command == "demo":
         from gateway.demo import build_demo_app
 
@@ -129,10 +132,14 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         log_level=args.log_level,
         ws_max_size=settings.max_message_bytes,
         lifespan="on",
+        # uvloop and httptools (uvicorn[standard]) unless asked otherwise: see
+        # bench/README.md for what each buys.
+        loop=getattr(args, "loop", "uvloop"),
+        http=getattr(args, "http", "httptools"),
     )
     gateway = getattr(app.state, "gateway", None)
     if gateway is None:
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=sockets)
     else:
-        DrainingServer(config, gateway.drain).run()
+        DrainingServer(config, gateway.drain).run(sockets=sockets)
     return 0
