@@ -56,6 +56,10 @@ USER 10001:10001
 WORKDIR /home/orderpush
 
 EXPOSE 8000
+# The admin listener (/metrics, /api/stats, /operator) is on 127.0.0.1:9000
+# inside the container; set ORDERPUSH_ADMIN_HOST=0.0.0.0 to scrape it from a
+# private network, and never publish it next to 8000.
+EXPOSE 9000
 
 # No curl in the slim image: ask /healthz with Python's standard library.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

@@ -88,7 +88,7 @@ def main() -> None:
         ]
         for gateway in gateways:
             running.wait_healthy(gateway)
-        urls = [g.http for g in gateways]
+        urls = [g.admin for g in gateways]
         before: list[dict[str, Any]] = []
 
         async def read_counters() -> None:

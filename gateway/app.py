@@ -9,14 +9,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Protocol
 
-from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp
 
+from gateway.admin import AdminListener, public_404_routes
 from gateway.bus import EventBus, open_bus
 from gateway.drain import close_spread
 from gateway.endpoint import WebSocketEndpoint
@@ -231,21 +230,18 @@ def create_app(
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    async def stats(request: Request) -> Response:
-        stats = gateway.stats()
-        stats["consumer_lag"] = await gateway.pump.lag()
-        return JSONResponse(stats)
-
     routes: list[BaseRoute] = [
         WebSocketRoute("/ws", gateway.endpoint.handle),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/metrics", metrics),
-        Route("/api/stats", stats),
+        # /metrics, /api/stats, /operator: the admin listener's, 404 here.
+        *public_404_routes(),
     ]
+    admin = (
+        AdminListener(gateway, settings.admin_host, settings.admin_port)
+        if settings.admin_port is not None
+        else None
+    )
     from web.pages import page_routes
 
     routes += page_routes(settings, link)
@@ -266,10 +262,14 @@ def create_app(
         # share its bus (the demo's stubs); stopped in the reverse order.
         await gateway.start()
         try:
+            if admin is not None:
+                await admin.start()
             for service in services:
                 await service.start()
             yield
         finally:
+            if admin is not None:
+                await admin.stop()
             for service in reversed(services):
                 await service.stop()
             await gateway.stop()

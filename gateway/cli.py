@@ -51,6 +51,17 @@ def _server_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
     )
 
 
+def _admin_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--admin-host", help="address of the admin listener (ORDERPUSH_ADMIN_HOST, 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--admin-port",
+        type=_port,
+        help="port of /metrics, /api/stats, /operator (ORDERPUSH_ADMIN_PORT, 9000)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orderpush", description="Real-time order-status push gateway."
@@ -59,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the whole system in one process (no Kafka, no Redis)")
     _server_flags(demo, 8000)
+    _admin_flags(demo)
     demo.add_argument(
         "--expose-dev-sign-in",
         action="store_true",
@@ -68,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gw = sub.add_parser("gateway", help="one gateway instance")
     _server_flags(gw, 8000)
+    _admin_flags(gw)
     gw.add_argument("--bus", help="memory:// or kafka://HOST:PORT[,HOST:PORT] (ORDERPUSH_BUS)")
     gw.add_argument("--sessions", help="memory:// or redis://HOST:PORT/DB (ORDERPUSH_SESSIONS)")
     gw.add_argument(
@@ -128,6 +141,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
         storefront_url=getattr(args, "storefront_url", None),
         instance_id=getattr(args, "instance_id", None),
         topic_prefix=getattr(args, "topic_prefix", None),
+        admin_host=getattr(args, "admin_host", None),
+        admin_port=getattr(args, "admin_port", None),
     )
     if args.command == "demo":
         # The demo is dev mode whatever the environment says: its sign-in mints

@@ -119,6 +119,9 @@ def serve_command(
 
         app = build_demo_app(settings)
         print(f"Orderpush demo: open http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
+        if settings.admin_port is not None:
+            admin = f"http://{settings.admin_host}:{settings.admin_port}"
+            print(f"Operator page (admin listener): {admin}/operator", flush=True)
     elif args.command == "gateway":
         from gateway.app import create_app
 

@@ -21,6 +21,7 @@ from gateway.jwks import JwksKeys
 #: build Settings in process); the command line refuses to start on it otherwise.
 DEV_SECRET = "orderpush-dev-secret-change-me-0123456789"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_ADMIN_PORT = 9000
 
 
 class ConfigError(ValueError):
@@ -52,6 +53,10 @@ class Settings:
     dev_token_ttl_s: float = 3600.0
     allowed_origins: tuple[str, ...] = ()
     storefront_url: str | None = None
+    admin_host: str = "127.0.0.1"
+    #: None: no admin listener (apps built in process, tests). The command
+    #: line's default is DEFAULT_ADMIN_PORT.
+    admin_port: int | None = None
     heartbeat_s: float = 25.0
     auth_timeout_s: float = 10.0
     auth_grace_s: float = 0.25
@@ -106,6 +111,12 @@ class Settings:
                 self.storefront_url,
                 ("http", "https"),
             )
+        if self.admin_port is not None and not 0 < self.admin_port < 65536:
+            raise ConfigError(
+                f"--admin-port / ORDERPUSH_ADMIN_PORT: {self.admin_port} is not between 1 and 65535"
+            )
+        if not self.admin_host:
+            raise ConfigError("--admin-host / ORDERPUSH_ADMIN_HOST must not be empty")
         if self.jwt_algorithm not in ("HS256", "RS256", "ES256"):
             raise ConfigError(
                 f"ORDERPUSH_JWT_ALGORITHM: {self.jwt_algorithm!r} is not one of HS256, RS256, ES256"
@@ -204,6 +215,16 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}: {raw!r} is not a boolean (true/false)")
 
 
+def _admin_port(env: Mapping[str, str]) -> int | None:
+    raw = env.get("ORDERPUSH_ADMIN_PORT") or str(DEFAULT_ADMIN_PORT)
+    if raw.lower() == "off":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"ORDERPUSH_ADMIN_PORT: {raw!r} is not a port number or off") from None
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ORDERPUSH_* variables (flags are applied on top by the CLI)."""
     env = os.environ if env is None else env
@@ -234,6 +255,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         dev_token_ttl_s=_float(env, "ORDERPUSH_DEV_TOKEN_TTL_S", base.dev_token_ttl_s),
         allowed_origins=origins,
         storefront_url=env.get("ORDERPUSH_STOREFRONT_URL") or None,
+        admin_host=env.get("ORDERPUSH_ADMIN_HOST") or base.admin_host,
+        admin_port=_admin_port(env),
         heartbeat_s=_float(env, "ORDERPUSH_HEARTBEAT_S", base.heartbeat_s),
         auth_timeout_s=_float(env, "ORDERPUSH_AUTH_TIMEOUT_S", base.auth_timeout_s),
         auth_grace_s=_float(env, "ORDERPUSH_AUTH_GRACE_S", base.auth_grace_s),

@@ -68,10 +68,18 @@ class Process:
     port: int
     popen: subprocess.Popen[bytes]
     log_path: Path
+    #: The admin listener's port (`gateway` and `demo`), or None.
+    admin_port: int | None = None
 
     @property
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        """Base URL of /metrics, /api/stats and /operator (the admin listener)."""
+        assert self.admin_port is not None, f"{self.name} has no admin listener"
+        return f"http://127.0.0.1:{self.admin_port}"
 
     @property
     def ws(self) -> str:
@@ -93,15 +101,18 @@ class Cluster:
         """`python -m gateway.cli ARGS --port FREE`, its output in LOG_DIR/NAME.log."""
         port = free_port()
         log_path = log_dir / f"{name}.log"
+        # Each gateway gets its own admin port (the default, 9000, is one per host).
+        admin_port = free_port() if args and args[0] in ("gateway", "demo") else None
+        admin = ["--admin-port", str(admin_port)] if admin_port is not None else []
         popen = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", *args, "--port", str(port)],
+            [sys.executable, "-m", "gateway.cli", *args, "--port", str(port), *admin],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-        process = Process(name, port, popen, log_path)
+        process = Process(name, port, popen, log_path, admin_port)
         self.processes.append(process)
         return process
 

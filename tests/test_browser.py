@@ -23,7 +23,7 @@ import pytest
 
 from gateway.demo import build_demo_app
 from gateway.settings import Settings
-from loadtest.harness import serve
+from loadtest.harness import free_port, serve
 from tests.backends import unique
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,9 +56,18 @@ async def test_in_browser(test_file: str) -> None:
     if missing:
         pytest.fail(f"{missing}: run `make browser` (scripts/install-browser.sh)")
     options = SETTINGS.get(test_file, {})
-    app = build_demo_app(Settings(sessions_url=f"memory://{unique('browser')}", **options))
+    admin_port = free_port()
+    settings = Settings(
+        sessions_url=f"memory://{unique('browser')}", admin_port=admin_port, **options
+    )
+    app = build_demo_app(settings)
     async with serve(app) as addr:
-        env = {**os.environ, "ORDERPUSH_URL": f"http://{addr}", "CHROMIUM": CHROMIUM}
+        env = {
+            **os.environ,
+            "ORDERPUSH_URL": f"http://{addr}",
+            "ORDERPUSH_ADMIN_URL": f"http://127.0.0.1:{admin_port}",
+            "CHROMIUM": CHROMIUM,
+        }
         proc = await asyncio.create_subprocess_exec(
             "node",
             "--test",

@@ -125,7 +125,7 @@ async def test_200_users_over_two_instances_each_get_exactly_their_own_events(
 
         # Both instances consumed part of the events and delivered through Redis.
         async with httpx.AsyncClient() as http:
-            stats = [(await http.get(g.http + "/api/stats")).json() for g in stack.gateways]
+            stats = [(await http.get(g.admin + "/api/stats")).json() for g in stack.gateways]
         assert all(s["events_consumed"] > 0 for s in stats), stats
         assert sum(s["frames_sent"] for s in stats) >= 200 * 6
     finally:

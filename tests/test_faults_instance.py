@@ -87,7 +87,8 @@ async def leftovers_removed(prefix: str) -> AsyncIterator[None]:
 
 async def stats(process: Process, path: str = "/api/stats") -> dict[str, object]:
     async with httpx.AsyncClient(timeout=5) as http:
-        body: dict[str, object] = (await http.get(process.http + path)).json()
+        # /api/stats is on the admin listener (the public port answers 404).
+        body: dict[str, object] = (await http.get(process.admin + path)).json()
         return body
 
 

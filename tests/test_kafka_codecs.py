@@ -136,7 +136,7 @@ async def test_an_undecodable_batch_is_set_aside_and_the_partition_goes_on(
             assert await client.silent(0.5)
 
         async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
-            metrics = (await http.get(gateway.http + "/metrics")).text
+            metrics = (await http.get(gateway.admin + "/metrics")).text
         assert "orderpush_undecodable_batches_total 1.0" in metrics, metrics
         assert "orderpush_poison_records_total 0.0" in metrics
         log = gateway.log()

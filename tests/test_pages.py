@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from gateway.auth import TokenVerifier, issue_token
 from gateway.demo import build_demo_app
 from gateway.settings import DEV_SECRET, Settings
-from loadtest.harness import serve
+from loadtest.harness import free_port, serve
 from tests.backends import unique
 from web.pages import page_routes
 from web.saga import build_timeline
@@ -271,13 +271,28 @@ async def test_someone_elses_order_is_not_found(site: httpx.AsyncClient) -> None
 # -- operator and static files ---------------------------------------------------
 
 
-async def test_operator_page_and_its_stats(site: httpx.AsyncClient) -> None:
-    html = (await site.get("/operator")).text
-    for stat in ("connections", "events_per_s", "consumer_lag", "p50", "p99", "frames_sent"):
-        assert f'data-stat="{stat}"' in html
-    assert 'id="latency-chart"' in html and 'src="/static/operator.js"' in html
-    stats = (await site.get("/api/stats")).json()
-    assert {"connections", "events_consumed", "push_latency_buckets"} <= stats.keys()
+async def test_operator_page_and_its_stats_are_on_the_admin_listener_only() -> None:
+    admin_port = free_port()
+    settings = Settings(sessions_url=f"memory://{unique('pages')}", admin_port=admin_port)
+    async with (
+        serve(build_demo_app(settings)) as addr,
+        httpx.AsyncClient(base_url=f"http://{addr}", timeout=10.0) as site,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{admin_port}", timeout=10.0) as admin,
+    ):
+        await sign_in(site, "alice")
+        cookie = {"cookie": f"orderpush_token={site.cookies['orderpush_token']}"}
+        answer = await admin.get("/operator", headers=cookie)
+        assert "set-cookie" not in answer.headers
+        html = answer.text
+        for stat in ("connections", "events_per_s", "consumer_lag", "p50", "p99", "frames_sent"):
+            assert f'data-stat="{stat}"' in html
+        assert 'id="latency-chart"' in html and 'src="/static/operator.js"' in html
+        # Signed out there (no /ws on the admin port), and the cookie is left alone.
+        assert 'name="orderpush-token"' not in html
+        stats = (await admin.get("/api/stats")).json()
+        assert {"connections", "events_consumed", "push_latency_buckets"} <= stats.keys()
+        for path in ("/operator", "/api/stats", "/metrics"):
+            assert (await site.get(path)).status_code == 404, path
 
 
 @pytest.mark.parametrize(

@@ -109,7 +109,6 @@ class Pages:
             Route("/session/refresh", self.refresh, methods=["POST"], name="refresh"),
             Route("/orders", self.orders, name="orders"),
             Route("/orders/{order_id}", self.order, name="order"),
-            Route("/operator", self.operator, name="operator"),
             Route("/fragments/orders", self.orders_fragment, name="orders_fragment"),
             Route("/fragments/orders/{order_id}", self.timeline_fragment, name="timeline_fragment"),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -133,6 +132,7 @@ class Pages:
         name: str,
         session: Session | None,
         status_code: int = 200,
+        keep_cookie: bool = False,
         **context: Any,
     ) -> Response:
         context.setdefault("notice", None)
@@ -144,7 +144,7 @@ class Pages:
             status_code=status_code,
         )
         response.headers.update(SECURITY_HEADERS)
-        if session is None and request.cookies.get(TOKEN_COOKIE):
+        if session is None and request.cookies.get(TOKEN_COOKIE) and not keep_cookie:
             # A token that no longer verifies (expired, other secret): drop it.
             response.delete_cookie(TOKEN_COOKIE, path="/", samesite="lax")
         return response
@@ -340,10 +340,14 @@ class Pages:
         )
 
     async def operator(self, request: Request) -> Response:
+        """Served by the admin listener only (gateway/admin.py). Signed out on
+        purpose: the admin port has no /ws, and a cookie of the public port
+        (cookies ignore ports) must not be touched from here."""
         return self.render(
             request,
             "operator.html",
-            await self.session(request),
+            None,
+            keep_cookie=True,
             nav="operator",
             instance_id=self.settings.instance_id,
         )

@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const BASE = (process.env.ORDERPUSH_URL ?? 'http://127.0.0.1:8000').replace(/\/$/, '');
+/** The admin listener (/metrics, /api/stats, /operator): not on the public port. */
+export const ADMIN = (process.env.ORDERPUSH_ADMIN_URL ?? 'http://127.0.0.1:9000').replace(/\/$/, '');
 export const GOOD_CARD = '4242424242424242';
 export const DECLINED_CARD = '4000000000000002';
 export const ARTIFACTS = fileURLToPath(new URL('../../artifacts/', import.meta.url));

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import {
+  ADMIN,
   ARTIFACTS,
   BASE,
   GOOD_CARD,
@@ -18,7 +19,6 @@ import {
   signIn,
   uniqueUser,
   waitForBadge,
-  waitForIndicator,
 } from './helpers.mjs';
 
 const ORDERS = Number(process.env.ORDERPUSH_LATENCY_ORDERS ?? 10);
@@ -98,7 +98,7 @@ test(`POST /api/orders to "confirmed" on screen, ${ORDERS} orders`, { timeout: 1
   const toPainted = ids.map((id) => t.painted[id] - t.posted[id]);
   const toAnswer = ids.map((id) => t.answered[id] - t.posted[id]);
   for (const xs of [toConfirmed, toPainted, toAnswer]) assert.ok(xs.every((x) => Number.isFinite(x) && x >= 0), JSON.stringify(xs));
-  const stats = await (await page.request.get(`${BASE}/api/stats`)).json();
+  const stats = await (await page.request.get(`${ADMIN}/api/stats`)).json();
   // Per order, in ms: POST -> payment.authorized happened -> order.confirmed happened
   // (the saga) -> its frame in the browser (the push) -> the badge in the DOM.
   const parts = ids.map((id) => {
@@ -138,13 +138,17 @@ test(`POST /api/orders to "confirmed" on screen, ${ORDERS} orders`, { timeout: 1
 });
 
 test('the operator page shows live figures under traffic', { timeout: 120_000 }, async () => {
-  const { page, context, assertClean } = await openPage(browser);
+  let { page, context, assertClean } = await openPage(browser);
   await signIn(page, uniqueUser('operator'));
   const token = await page.locator('meta[name="orderpush-token"]').getAttribute('content');
-  await page.goto('/operator');
-  await waitForIndicator(page, /^Live$/);
-  // This page's own socket shows up in the count (at the next poll, within a second).
+  // The shop page keeps its socket; the operator page is on the admin listener.
+  const shopPage = page;
+  page = await context.newPage();
+  await page.goto(`${ADMIN}/operator`);
+  assert.equal((await page.request.get(`${BASE}/operator`)).status(), 404);
+  // The shop page's socket shows up in the count (at the next poll, within a second).
   await page.waitForFunction(() => Number(document.querySelector('[data-stat="connections"]')?.textContent) >= 1);
+  assert.equal(await shopPage.locator('#conn [data-role="label"]').textContent(), 'Live');
 
   // About 3 s of steady traffic through the API (bounded: 60 orders).
   for (let i = 0; i < 60; i++) {
