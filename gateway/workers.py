@@ -71,7 +71,9 @@ def _worker(index: int, args: argparse.Namespace, settings: Settings) -> None:
     )
     _die_with_parent()
     mine = settings.with_overrides(
-        instance_id=worker_instance_id(settings.instance_id, index)
+        instance_id=worker_instance_id(settings.instance_id, index),
+        # Each worker has its own figures: its admin listener is on port + index.
+        admin_port=None if settings.admin_port is None else settings.admin_port + index,
     ).validated()
     sock = reuseport_socket(args.host, args.port)
     sys.exit(serve_command(args, mine, sockets=[sock]))
