@@ -37,6 +37,8 @@ from gateway.bus.base import BusError
 log = logging.getLogger("orderpush.stubs.api")
 
 MAX_BODY_BYTES: Final = 64 * 1024
+#: Retry-After of a 503 bus_unavailable, in seconds.
+RETRY_AFTER_S: Final = 1
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -134,8 +136,14 @@ class Storefront:
             )
         except BusError as exc:
             log.warning("placing an order failed: %s", exc)
-            # Nothing was recorded, so retrying (with the same key) is safe.
-            raise _error(503, "bus_unavailable", message="try again") from None
+            # Retrying with the same key is safe: it sends the same event.
+            raise _Reject(
+                JSONResponse(
+                    {"error": "bus_unavailable", "message": "try again"},
+                    503,
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                )
+            ) from None
         headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
         return JSONResponse(answer.body, answer.status_code, headers=headers)
 

@@ -8,9 +8,14 @@ records the event as handled together with what it produced (the ledger in
 the batch's offsets in one `send_and_commit` (a Kafka transaction).
 
 Failure model: a crash or a bus error after the SQLite commit but before the
-Kafka commit leaves the input uncommitted; it is redelivered, found in the
-ledger, and the recorded outputs are sent again with their original event
-ids. A handler that raises is a bug or bad data, not a reason to stop the
+Kafka commit leaves the input uncommitted; it is redelivered (the same
+record, at the same offset), found in the ledger, and the recorded outputs
+are sent again with their original event ids. Another record with an event
+id already handled (a producer's retry) produces nothing: the outputs went,
+or will go, with the transaction of the first copy, and sending them again
+would show a read_committed reader an event twice.
+
+A handler that raises is a bug or bad data, not a reason to stop the
 service: the event is rolled back, logged, counted and set aside on the
 dead-letter topic, and the loop goes on.
 """
@@ -105,6 +110,7 @@ class RunnerStats:
     batches: int = 0
     events: int = 0
     replayed: int = 0
+    duplicates: int = 0
     handler_errors: int = 0
     dead_letters: int = 0
     bus_errors: int = 0
@@ -254,7 +260,13 @@ class ServiceRunner:
         try:
             with store.transaction():
                 recorded = store.recorded_outputs(event.event_id)
+                source = f"{record.topic}/{record.partition}/{record.offset}"
                 if recorded is not None:
+                    first = store.source_of(event.event_id)
+                    if first is not None and first != source:
+                        self.stats.duplicates += 1
+                        log.info("%s: %s is a copy of %s; skipped", self.group, source, first)
+                        return []
                     self.stats.replayed += 1
                     log.info("%s: %s seen before; re-sending", self.group, event.event_id)
                     return recorded
@@ -263,7 +275,7 @@ class ServiceRunner:
                     outgoing(caused, traceparent=child_traceparent(traceparent))
                     for caused in self.service.handle(event)
                 ]
-                store.record_outputs(event.event_id, produced)
+                store.record_outputs(event.event_id, produced, source)
                 return produced
         except Exception as exc:
             self.stats.handler_errors += 1

@@ -40,6 +40,13 @@ CREATE TABLE IF NOT EXISTS outputs (
     headers  TEXT NOT NULL,
     PRIMARY KEY (event_id, seq)
 );
+-- Where each handled input was read (topic/partition/offset): a second
+-- record with the same event id elsewhere is another copy (a producer's
+-- retry), not the redelivery of an input whose transaction did not commit.
+CREATE TABLE IF NOT EXISTS sources (
+    event_id TEXT PRIMARY KEY,
+    source   TEXT NOT NULL
+);
 """
 
 
@@ -106,20 +113,34 @@ class Store:
             ).fetchall()
             return [
                 OutgoingRecord(
-                    row["topic"], row["key"], bytes(row["value"]), _decode_headers(row["headers"])
+                    row["topic"], row["key"], bytes(row["value"]), decode_headers(row["headers"])
                 )
                 for row in rows
             ]
         return None
 
-    def record_outputs(self, event_id: str, outputs: Sequence[OutgoingRecord]) -> None:
-        """Mark `event_id` handled with these outputs (call inside `transaction()`)."""
+    def source_of(self, event_id: str) -> str | None:
+        """Where the handled input `event_id` was read (None: not recorded)."""
+        row = self.conn.execute(
+            "SELECT source FROM sources WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        return None if row is None else str(row["source"])
+
+    def record_outputs(
+        self, event_id: str, outputs: Sequence[OutgoingRecord], source: str | None = None
+    ) -> None:
+        """Mark `event_id` handled with these outputs (call inside `transaction()`),
+        read at `source` (`topic/partition/offset`)."""
         self.conn.execute("INSERT INTO processed (event_id) VALUES (?)", (event_id,))
+        if source is not None:
+            self.conn.execute(
+                "INSERT INTO sources (event_id, source) VALUES (?, ?)", (event_id, source)
+            )
         self.conn.executemany(
             "INSERT INTO outputs (event_id, seq, topic, key, value, headers)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (event_id, seq, out.topic, out.key, out.value, _encode_headers(out.headers))
+                (event_id, seq, out.topic, out.key, out.value, encode_headers(out.headers))
                 for seq, out in enumerate(outputs)
             ],
         )
@@ -128,11 +149,11 @@ class Store:
         self.conn.close()
 
 
-def _encode_headers(headers: Sequence[tuple[str, bytes]]) -> str:
+def encode_headers(headers: Sequence[tuple[str, bytes]]) -> str:
     # Header values are bytes; latin-1 maps every byte to one code point and
     # back, so any value survives the trip through a JSON string.
     return json.dumps([[name, value.decode("latin-1")] for name, value in headers])
 
 
-def _decode_headers(text: str) -> tuple[tuple[str, bytes], ...]:
+def decode_headers(text: str) -> tuple[tuple[str, bytes], ...]:
     return tuple((name, value.encode("latin-1")) for name, value in json.loads(text))

@@ -123,9 +123,11 @@ async def open_shop(
     only: Collection[str] = ALL_SERVICES,
     data_dir: Path | None = None,
     dev_mode: bool = True,
+    url: str | None = None,
 ) -> AsyncIterator[Shop]:
+    """`url` names another bus than the backend's usual one (a private broker)."""
     prefix = unique("t")
-    bus = open_bus(bus_url(backend), topic_prefix=prefix)
+    bus = open_bus(url or bus_url(backend), topic_prefix=prefix)
     await bus.start()
     stack = StubStack(bus, only=only, data_dir=data_dir, poll_timeout_ms=200)
     shop: Shop | None = None
