@@ -12,6 +12,7 @@ does not even reveal it).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -33,12 +34,14 @@ from backend_stubs.validation import (
 )
 from gateway.auth import InvalidToken, TokenVerifier, bearer_token, issue_token
 from gateway.bus.base import BusError
+from gateway.limits import ORDER_RATE, KeyedBuckets
 
 log = logging.getLogger("orderpush.stubs.api")
 
 MAX_BODY_BYTES: Final = 64 * 1024
 #: Retry-After of a 503 bus_unavailable, in seconds.
 RETRY_AFTER_S: Final = 1
+DEFAULT_ORDERS_PER_MINUTE: Final = 60
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -71,6 +74,8 @@ class Storefront:
         dev_mode: bool,
         token_ttl_s: float,
         verifier: TokenVerifier | None,
+        orders_per_minute: int = DEFAULT_ORDERS_PER_MINUTE,
+        on_limited: Callable[[str], None] | None = None,
     ) -> None:
         self.payment = payment
         self.view = view
@@ -78,6 +83,10 @@ class Storefront:
         self.dev_mode = dev_mode
         self.token_ttl_s = token_ttl_s
         self.verifier = verifier or TokenVerifier(key=jwt_secret)
+        # Orders per user in this process: a token bucket refilled each minute.
+        self.orders_per_minute = orders_per_minute
+        self.order_buckets = KeyedBuckets(orders_per_minute / 60, orders_per_minute)
+        self.on_limited = on_limited
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -118,6 +127,22 @@ class Storefront:
 
     async def create_order(self, request: Request) -> Response:
         user_id = await self._user(request)
+        bucket = self.order_buckets.bucket(user_id)
+        if not bucket.take():
+            if self.on_limited is not None:
+                self.on_limited(ORDER_RATE)
+            retry_after_s = max(1, math.ceil(bucket.retry_after_s()))
+            raise _Reject(
+                JSONResponse(
+                    {
+                        "error": "rate_limited",
+                        "message": f"at most {self.orders_per_minute} orders per minute",
+                        "retry_after_s": retry_after_s,
+                    },
+                    429,
+                    headers={"Retry-After": str(retry_after_s)},
+                )
+            )
         key = request.headers.get("idempotency-key")
         try:
             if key is not None:
@@ -215,6 +240,8 @@ def storefront_routes(
     dev_mode: bool = False,
     token_ttl_s: float = 3600.0,
     verifier: TokenVerifier | None = None,
+    orders_per_minute: int = DEFAULT_ORDERS_PER_MINUTE,
+    on_limited: Callable[[str], None] | None = None,
 ) -> list[BaseRoute]:
     """The storefront routes. A missing service answers 503 on its routes
     (`orderpush stubs --only ...` may run the API without it)."""
@@ -225,6 +252,8 @@ def storefront_routes(
         dev_mode=dev_mode,
         token_ttl_s=token_ttl_s,
         verifier=verifier,
+        orders_per_minute=orders_per_minute,
+        on_limited=on_limited,
     ).routes()
 
 

@@ -22,6 +22,7 @@ from gateway.endpoint import WebSocketEndpoint
 from gateway.hub import Hub
 from gateway.logs import redact_tokens_in_server_logs
 from gateway.metrics import GatewayMetrics
+from gateway.presence import open_presence
 from gateway.protocol import CloseCode
 from gateway.pump import Pump
 from gateway.sessions import SessionStore, open_sessions
@@ -66,6 +67,14 @@ class Gateway:
             batch_max=settings.batch_max,
         )
         self.endpoint = WebSocketEndpoint(settings, self.verifier, self.hub, store, self.metrics)
+        # Sockets per user across the cluster: shared as widely as the sessions.
+        self.presence = open_presence(
+            settings.sessions_url,
+            settings.instance_id,
+            key_prefix=settings.session_key_prefix,
+            lease_ttl_s=settings.lease_ttl_s,
+        )
+        self.endpoint.presence = self.presence
         self._tasks: list[asyncio.Task[None]] = []
         self._repairs: set[asyncio.Task[None]] = set()
         self.started = False
@@ -251,7 +260,11 @@ def create_app(
         routes.append(
             Route(
                 "/api/{path:path}",
-                StorefrontProxy(link).forward,
+                StorefrontProxy(
+                    link,
+                    max_body_bytes=settings.proxy_max_body_bytes,
+                    on_limited=lambda limit: gateway.metrics.limited.labels(limit).inc(),
+                ).forward,
                 methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             )
         )
@@ -262,6 +275,7 @@ def create_app(
         # share its bus (the demo's stubs); stopped in the reverse order.
         await gateway.start()
         try:
+            await gateway.presence.start()
             if admin is not None:
                 await admin.start()
             for service in services:
@@ -273,6 +287,7 @@ def create_app(
             for service in reversed(services):
                 await service.stop()
             await gateway.stop()
+            await _bounded("presence", gateway.presence.stop())
             if link is not None:
                 await link.aclose()
 

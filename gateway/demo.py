@@ -35,6 +35,10 @@ def build_demo_app(settings: Settings | None = None) -> Starlette:
             dev_mode=True,
             token_ttl_s=settings.dev_token_ttl_s,
             verifier=settings.token_verifier(),
+            orders_per_minute=settings.orders_per_minute,
+            # Counted with the gateway's limits (the demo has one /metrics).
+            on_limited=lambda limit: app.state.gateway.metrics.limited.labels(limit).inc(),
         )
     )
-    return create_app(settings, bus=bus, storefront=storefront, services=[stack])
+    app = create_app(settings, bus=bus, storefront=storefront, services=[stack])
+    return app

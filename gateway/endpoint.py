@@ -19,10 +19,13 @@ from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gateway import limits
 from gateway.auth import Claims, InvalidToken, TokenVerifier
 from gateway.drain import RETRY_AFTER_MAX_MS, drain_reason
 from gateway.hub import Close, Connection, Frame, Hub
+from gateway.limits import Admission, KeyedBuckets, TokenBucket
 from gateway.metrics import GatewayMetrics
+from gateway.presence import PresenceStore
 from gateway.protocol import (
     SUBPROTOCOL,
     Auth,
@@ -43,25 +46,6 @@ from gateway.settings import Settings
 log = logging.getLogger("orderpush.ws")
 
 TOKEN_COOKIE = "orderpush_token"
-
-
-class TokenBucket:
-    """Per-connection rate limit on client messages (close 4029 when empty)."""
-
-    def __init__(self, rate_per_s: float, burst: int) -> None:
-        self.rate_per_s = rate_per_s
-        self.capacity = float(burst)
-        self.tokens = float(burst)
-        self.updated = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate_per_s)
-        self.updated = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 class ExpiryTimer:
@@ -108,10 +92,35 @@ class WebSocketEndpoint:
     metrics: GatewayMetrics
     #: Set when the instance drains (SIGTERM): new sockets are sent elsewhere.
     draining: bool = False
+    #: Sockets per user across the cluster; None: not counted.
+    presence: PresenceStore | None = None
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        self.admission = Admission(
+            KeyedBuckets(settings.handshakes_per_s, settings.handshake_burst),
+            settings.max_unauthenticated,
+            frozenset(settings.limit_exempt_addresses),
+        )
+
+    def _limited(self, limit: str) -> None:
+        self.metrics.limited.labels(limit).inc()
 
     async def handle(self, websocket: WebSocket) -> None:
+        client = websocket.scope.get("client")
+        refused = self.admission.refuse(client[0] if client else None)
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        # Refusals are sent as close codes after the upgrade (as every other
+        # refusal here): the client library sees a code it can act on.
+        if refused == limits.HANDSHAKE_RATE:
+            self._limited(refused)
+            await websocket.close(CloseCode.RATE_LIMITED, "too many handshakes from your address")
+            return
+        if refused == limits.UNAUTHENTICATED:
+            self._limited(refused)
+            await websocket.close(CloseCode.TRY_AGAIN_LATER, "too many sockets authenticating")
+            return
         if self.draining:
             # Accepted only to say so with a close code the client acts on
             # (reconnect, to another instance); a refused handshake would
@@ -120,16 +129,19 @@ class WebSocketEndpoint:
             reason = drain_reason(random.randrange(RETRY_AFTER_MAX_MS))
             await websocket.close(CloseCode.SERVICE_RESTART, reason)
             return
+        self.admission.unauthenticated += 1
         try:
             if not self._origin_allowed(websocket):
                 raise _Refused(CloseCode.ORIGIN_NOT_ALLOWED, "origin not allowed")
             claims, cursor = await self._authenticate(websocket)
-        except _Refused as refused:
-            self.metrics.rejected.labels(refused.code.name.lower()).inc()
-            await websocket.close(refused.code, refused.reason)
+        except _Refused as refusal:
+            self.metrics.rejected.labels(refusal.code.name.lower()).inc()
+            await websocket.close(refusal.code, refusal.reason)
             return
         except WebSocketDisconnect:
             return
+        finally:
+            self.admission.unauthenticated -= 1
         await self._serve(websocket, claims, cursor)
 
     # -- before the conversation -----------------------------------------
@@ -186,6 +198,42 @@ class WebSocketEndpoint:
         conn = Connection(
             claims.user_id, uuid.uuid4().hex, self.settings.send_queue_max, self.metrics
         )
+        if not await self._count_socket(conn):
+            self._limited(limits.USER_SOCKETS)
+            self.metrics.rejected.labels(CloseCode.TOO_MANY_SOCKETS.name.lower()).inc()
+            limit = self.settings.max_sockets_per_user
+            await websocket.close(CloseCode.TOO_MANY_SOCKETS, f"at most {limit} sockets per user")
+            return
+        try:
+            await self._serve_counted(websocket, conn, claims, cursor)
+        finally:
+            await self._uncount_socket(conn)
+
+    async def _count_socket(self, conn: Connection) -> bool:
+        """Count the socket against its user's limit, cluster-wide. Fails
+        open: a presence store that cannot be reached costs the limit, not
+        the service."""
+        if self.presence is None:
+            return True
+        try:
+            return await self.presence.acquire(
+                conn.user_id, conn.connection_id, self.settings.max_sockets_per_user
+            )
+        except Exception as exc:
+            log.warning("socket count unavailable, admitting %s: %s", conn.connection_id, exc)
+            return True
+
+    async def _uncount_socket(self, conn: Connection) -> None:
+        if self.presence is None:
+            return
+        try:
+            await self.presence.release(conn.user_id, conn.connection_id)
+        except Exception as exc:  # its lease expires on its own
+            log.warning("uncounting socket %s failed: %s", conn.connection_id, exc)
+
+    async def _serve_counted(
+        self, websocket: WebSocket, conn: Connection, claims: Claims, cursor: str | None
+    ) -> None:
         first_here = self.hub.add(conn)
         sender = asyncio.create_task(self._send_loop(websocket, conn))
         expiry = ExpiryTimer(conn)
@@ -257,11 +305,15 @@ class WebSocketEndpoint:
         self, websocket: WebSocket, conn: Connection, expiry: ExpiryTimer
     ) -> None:
         bucket = TokenBucket(self.settings.rate_limit_per_s, self.settings.rate_limit_burst)
+        # Each resume may replay a whole history: far fewer of those than messages.
+        per_minute = self.settings.resumes_per_minute
+        resumes = TokenBucket(per_minute / 60, per_minute)
         while conn.closing is None:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
             if not bucket.take():
+                self._limited(limits.MESSAGE_RATE)
                 conn.close(CloseCode.RATE_LIMITED, "rate limited")
                 return
             data = message.get("text")
@@ -276,11 +328,22 @@ class WebSocketEndpoint:
             if isinstance(parsed, Ping):
                 conn.send(Pong())
             elif isinstance(parsed, Resume):
+                if not self._may_resume(conn, resumes):
+                    return
                 await self._sync(conn, parsed.cursor)
             elif isinstance(parsed, Auth):
                 await self._reauthenticate(conn, parsed, expiry)
                 if parsed.cursor is not None and conn.closing is None:
+                    if not self._may_resume(conn, resumes):
+                        return
                     await self._sync(conn, parsed.cursor)
+
+    def _may_resume(self, conn: Connection, resumes: TokenBucket) -> bool:
+        if resumes.take():
+            return True
+        self._limited(limits.RESUME_RATE)
+        conn.close(CloseCode.RATE_LIMITED, "too many resumes")
+        return False
 
     async def _reauthenticate(self, conn: Connection, message: Auth, expiry: ExpiryTimer) -> None:
         """A fresh token for the same user extends the connection's life; a

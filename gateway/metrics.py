@@ -43,6 +43,12 @@ class GatewayMetrics:
         self.rejected = Counter(
             "orderpush_rejected_connections", "Connections refused", ["reason"], registry=r
         )
+        self.limited = Counter(
+            "orderpush_limited",
+            "Requests and sockets refused or closed by a limit (gateway/limits.py)",
+            ["limit"],
+            registry=r,
+        )
         self.routing_gaps = Counter(
             "orderpush_routing_gaps",
             "Times the cross-instance subscription dropped (histories re-read)",

@@ -26,11 +26,15 @@ class CloseCode(IntEnum):
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
+    #: Extension: too many sockets waiting to authenticate on this instance.
+    TRY_AGAIN_LATER = 1013
     TOKEN_INVALID = 4001
     ORIGIN_NOT_ALLOWED = 4003
     AUTH_TIMEOUT = 4008
     CLIENT_TOO_SLOW = 4009
     RATE_LIMITED = 4029
+    #: Extension: the user holds ORDERPUSH_MAX_SOCKETS_PER_USER sockets already.
+    TOO_MANY_SOCKETS = 4030
 
 
 # -- client to server --------------------------------------------------------

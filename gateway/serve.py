@@ -13,6 +13,8 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -74,6 +76,10 @@ def stubs_app(settings: Settings, only: str | None, data_dir: str | None) -> Sta
     from backend_stubs.stack import ALL_SERVICES, StubStack
     from gateway.bus import open_bus
 
+    registry = CollectorRegistry()
+    limited = Counter(
+        "orderpush_limited", "Requests refused by a limit", ["limit"], registry=registry
+    )
     selected = ALL_SERVICES if not only else tuple(s.strip() for s in only.split(",") if s.strip())
     bus = open_bus(
         settings.bus_url,
@@ -106,8 +112,18 @@ def stubs_app(settings: Settings, only: str | None, data_dir: str | None) -> Sta
         dev_mode=settings.dev_mode,
         token_ttl_s=settings.dev_token_ttl_s,
         verifier=settings.token_verifier(),
+        orders_per_minute=settings.orders_per_minute,
+        on_limited=lambda limit: limited.labels(limit).inc(),
     )
-    return Starlette(routes=[Route("/healthz", healthz), *routes], lifespan=lifespan)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    # The stubs' own counters (a backend service: its port is not the public one).
+    return Starlette(
+        routes=[Route("/healthz", healthz), Route("/metrics", metrics), *routes],
+        lifespan=lifespan,
+    )
 
 
 def serve_command(

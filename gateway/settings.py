@@ -67,6 +67,16 @@ class Settings:
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 40
     batch_max: int = 500
+    # -- limits (docs/operations.md, "Hardening") --
+    max_sockets_per_user: int = 20
+    handshakes_per_s: float = 20.0
+    handshake_burst: int = 40
+    #: Addresses the handshake rate does not apply to (local tools, load tests).
+    limit_exempt_addresses: tuple[str, ...] = ("127.0.0.1", "::1")
+    max_unauthenticated: int = 2000
+    resumes_per_minute: int = 10
+    orders_per_minute: int = 60
+    proxy_max_body_bytes: int = 64 * 1024
     kafka_session_timeout_ms: int = 3_000
     kafka_heartbeat_ms: int = 500
     drain_window_s: float = 5.0
@@ -152,6 +162,13 @@ class Settings:
             ("ORDERPUSH_JWT_JWKS_CACHE_S", self.jwt_jwks_cache_s),
             ("ORDERPUSH_JWT_JWKS_MIN_REFRESH_S", self.jwt_jwks_min_refresh_s),
             ("ORDERPUSH_DEV_TOKEN_TTL_S", self.dev_token_ttl_s),
+            ("ORDERPUSH_MAX_SOCKETS_PER_USER", self.max_sockets_per_user),
+            ("ORDERPUSH_HANDSHAKES_PER_S", self.handshakes_per_s),
+            ("ORDERPUSH_HANDSHAKE_BURST", self.handshake_burst),
+            ("ORDERPUSH_MAX_UNAUTHENTICATED", self.max_unauthenticated),
+            ("ORDERPUSH_RESUMES_PER_MINUTE", self.resumes_per_minute),
+            ("ORDERPUSH_ORDERS_PER_MINUTE", self.orders_per_minute),
+            ("ORDERPUSH_PROXY_MAX_BODY_BYTES", self.proxy_max_body_bytes),
             ("ORDERPUSH_KAFKA_SESSION_TIMEOUT_MS", self.kafka_session_timeout_ms),
             ("ORDERPUSH_KAFKA_HEARTBEAT_MS", self.kafka_heartbeat_ms),
         ):
@@ -215,6 +232,13 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name}: {raw!r} is not a boolean (true/false)")
 
 
+def _addresses(env: Mapping[str, str], default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get("ORDERPUSH_LIMIT_EXEMPT_ADDRESSES")
+    if raw is None:
+        return default
+    return tuple(a.strip() for a in raw.split(",") if a.strip())
+
+
 def _admin_port(env: Mapping[str, str]) -> int | None:
     raw = env.get("ORDERPUSH_ADMIN_PORT") or str(DEFAULT_ADMIN_PORT)
     if raw.lower() == "off":
@@ -266,6 +290,14 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         max_message_bytes=_int(env, "ORDERPUSH_MAX_MESSAGE_BYTES", base.max_message_bytes),
         rate_limit_per_s=_float(env, "ORDERPUSH_RATE_LIMIT_PER_S", base.rate_limit_per_s),
         rate_limit_burst=_int(env, "ORDERPUSH_RATE_LIMIT_BURST", base.rate_limit_burst),
+        max_sockets_per_user=_int(env, "ORDERPUSH_MAX_SOCKETS_PER_USER", base.max_sockets_per_user),
+        handshakes_per_s=_float(env, "ORDERPUSH_HANDSHAKES_PER_S", base.handshakes_per_s),
+        handshake_burst=_int(env, "ORDERPUSH_HANDSHAKE_BURST", base.handshake_burst),
+        limit_exempt_addresses=_addresses(env, base.limit_exempt_addresses),
+        max_unauthenticated=_int(env, "ORDERPUSH_MAX_UNAUTHENTICATED", base.max_unauthenticated),
+        resumes_per_minute=_int(env, "ORDERPUSH_RESUMES_PER_MINUTE", base.resumes_per_minute),
+        orders_per_minute=_int(env, "ORDERPUSH_ORDERS_PER_MINUTE", base.orders_per_minute),
+        proxy_max_body_bytes=_int(env, "ORDERPUSH_PROXY_MAX_BODY_BYTES", base.proxy_max_body_bytes),
         kafka_session_timeout_ms=_int(
             env, "ORDERPUSH_KAFKA_SESSION_TIMEOUT_MS", base.kafka_session_timeout_ms
         ),

@@ -32,7 +32,11 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 NODE_TIMEOUT_S = 300
 #: Settings of the server one test file runs against, beyond the defaults.
 #: token_refresh: tokens that expire within the test, so the page must refresh.
-SETTINGS: dict[str, dict[str, Any]] = {"token_refresh.test.mjs": {"dev_token_ttl_s": 8.0}}
+#: latency: its operator test places 60 orders for one user in seconds.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "token_refresh.test.mjs": {"dev_token_ttl_s": 8.0},
+    "latency.test.mjs": {"orders_per_minute": 1000},
+}
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(NODE_TIMEOUT_S + 60)]
 

@@ -190,7 +190,7 @@ export class OrderpushClient {
     // 1012 reason): it spreads its clients' reconnects over time.
     const hinted = code === 1012 ? /retry_after_ms=(\d+)/.exec(reason ?? '') : null;
     const delayMs =
-      code === 4029 ? (maxMs * (1 + r)) / 2 // rate limited: back off hard
+      code === 4029 || code === 4030 ? (maxMs * (1 + r)) / 2 // rate limited, too many sockets: back off hard
       : hinted ? Math.min(Number(hinted[1]), maxMs)
       : code === 1012 ? r * initialMs // server restarting: come back promptly
       : r * Math.min(maxMs, initialMs * factor ** n);

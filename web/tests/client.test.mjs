@@ -321,6 +321,16 @@ test('4029 (rate limited) backs off between maxMs/2 and maxMs; 1012 comes back w
   }
 });
 
+test('4030 (too many sockets for this user) backs off as hard as 4029', () => {
+  const { client, WS, seen, setRandom } = setup();
+  client.connect();
+  handshake(WS);
+  setRandom(0);
+  WS.last.serverClose(4030, 'at most 20 sockets per user');
+  assert.equal(seen.state.at(-1).delayMs, 500);
+  assert.equal(seen.state.at(-1).state, 'reconnecting');
+});
+
 test('1012 with retry_after_ms (a draining server) waits exactly that long, capped at maxMs', () => {
   const { client, WS, clock, seen, setRandom } = setup({ backoff: undefined });
   client.connect();
