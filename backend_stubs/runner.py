@@ -32,9 +32,17 @@ from typing import Any, Final, Protocol
 
 from backend_stubs.store import Store
 from backend_stubs.tracing import HEADER, child_traceparent, traceparent_of
-from gateway.bus.base import Consumer, EventBus, OutgoingRecord, Record, next_offsets
+from gateway.bus.base import (
+    Consumer,
+    EventBus,
+    FencedError,
+    OutgoingRecord,
+    Record,
+    next_offsets,
+)
 from gateway.bus.poison import dead_letter, sort_records
 from gateway.events import TOPIC_OF_TYPE, Event, encode_event, utc_now_rfc3339
+from gateway.failures import POISON_ATTEMPTS, is_outage
 
 log = logging.getLogger("orderpush.stubs")
 
@@ -114,6 +122,8 @@ class RunnerStats:
     handler_errors: int = 0
     dead_letters: int = 0
     bus_errors: int = 0
+    #: Inputs whose outputs the bus kept refusing (not an outage): set aside.
+    refused: int = 0
 
 
 class ConsumeLoop:
@@ -145,6 +155,8 @@ class ConsumeLoop:
         self.poll_timeout_ms = poll_timeout_ms
         self.retry_backoff_s = retry_backoff_s
         self.errors = 0
+        #: Another process took over this member's transactional id: stopped.
+        self.fenced = False
         self._consumer: Consumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -187,12 +199,27 @@ class ConsumeLoop:
                     await self.on_batch(self._consumer, records)
             except asyncio.CancelledError:
                 raise
+            except FencedError:
+                # A zombie: rejoining would fence the process that replaced
+                # it, which would fence this one again, and so on.
+                self.fenced = True
+                log.critical("%s: fenced by a newer process; this one stops consuming", self.group)
+                await self._drop_consumer()
+                return
+            except ReadAgain as again:
+                log.info("%s: %s; rejoining to read on from the commits", self.group, again)
+                await self._drop_consumer()
             except Exception:
                 self.errors += 1
                 log.exception("%s: consume loop error; rejoining the group", self.group)
                 await self._drop_consumer()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.retry_backoff_s)
+
+
+class ReadAgain(Exception):
+    """The batch was handled in parts: the consumer's position is no longer
+    where the commits are, so it must rejoin and read on from them."""
 
 
 def set_aside(letter: OutgoingRecord, group: str) -> OutgoingRecord:
@@ -237,12 +264,49 @@ class ServiceRunner:
         produced = self.process(records)
         try:
             await consumer.send_and_commit(produced, next_offsets(records))
-        except Exception:
-            # Counted here; the loop rejoins, and the redelivered inputs are
-            # answered from the ledger with the same outputs.
+        except Exception as exc:
+            # Counted here. An outage: the loop rejoins, and the redelivered
+            # inputs are answered from the ledger with the same outputs.
             self.stats.bus_errors += 1
-            raise
+            if isinstance(exc, FencedError) or is_outage(exc):
+                raise
+            # The bus refuses what the batch produced (a record too large):
+            # retried for ever, that would stall the partitions behind it.
+            log.warning("%s: the bus refused a batch's outputs (%s); one by one", self.group, exc)
+            await self._one_by_one(consumer, records)
+            raise ReadAgain("handled a refused batch one input at a time") from None
         self.stats.batches += 1
+
+    async def _one_by_one(self, consumer: Consumer, records: list[Record]) -> None:
+        """Each input in its own transaction; one whose outputs are refused
+        POISON_ATTEMPTS times is set aside instead (its dead letter and its
+        offset committed together)."""
+        for record in records:
+            failure: Exception | None = None
+            for _ in range(POISON_ATTEMPTS):
+                try:
+                    await consumer.send_and_commit(self.process([record]), next_offsets([record]))
+                    failure = None
+                    break
+                except Exception as exc:
+                    if isinstance(exc, FencedError) or is_outage(exc):
+                        raise
+                    failure = exc
+            if failure is None:
+                continue
+            reason = f"outputs refused: {type(failure).__name__}: {failure}"[:500]
+            log.error(
+                "%s: %s[%d]@%d set aside: %s",
+                self.group,
+                record.topic,
+                record.partition,
+                record.offset,
+                reason,
+            )
+            letter = set_aside(dead_letter(record, reason), self.group)
+            await consumer.send_and_commit([letter], next_offsets([record]))
+            self.stats.refused += 1
+            self.stats.dead_letters += 1
 
     def process(self, records: Sequence[Record]) -> list[OutgoingRecord]:
         """Everything a batch produces: outputs of its events, and dead letters."""
@@ -254,33 +318,46 @@ class ServiceRunner:
         return produced
 
     def handle(self, record: Record, event: Event) -> list[OutgoingRecord]:
-        """One event, exactly once: a recorded answer or a new, recorded one."""
-        store = self.service.store
+        """One event, exactly once: a recorded answer or a new, recorded one.
+        A handler that raises is tried POISON_ATTEMPTS times (each in a
+        transaction of its own, rolled back) before the event is set aside."""
         self.stats.events += 1
-        try:
-            with store.transaction():
-                recorded = store.recorded_outputs(event.event_id)
-                source = f"{record.topic}/{record.partition}/{record.offset}"
-                if recorded is not None:
-                    first = store.source_of(event.event_id)
-                    if first is not None and first != source:
-                        self.stats.duplicates += 1
-                        log.info("%s: %s is a copy of %s; skipped", self.group, source, first)
-                        return []
-                    self.stats.replayed += 1
-                    log.info("%s: %s seen before; re-sending", self.group, event.event_id)
-                    return recorded
-                traceparent = traceparent_of(record.headers)
-                produced = [
-                    outgoing(caused, traceparent=child_traceparent(traceparent))
-                    for caused in self.service.handle(event)
-                ]
-                store.record_outputs(event.event_id, produced, source)
-                return produced
-        except Exception as exc:
-            self.stats.handler_errors += 1
-            self.stats.dead_letters += 1
-            log.exception(
-                "%s: handling %s (%s) failed; set aside", self.group, event.event_id, event.type
-            )
-            return [set_aside(dead_letter(record, f"handler error: {exc!r}"), self.group)]
+        failure: Exception | None = None
+        for _ in range(POISON_ATTEMPTS):
+            try:
+                return self._handle_once(record, event)
+            except Exception as exc:
+                self.stats.handler_errors += 1
+                failure = exc
+        self.stats.dead_letters += 1
+        log.error(
+            "%s: handling %s (%s) failed %d times; set aside",
+            self.group,
+            event.event_id,
+            event.type,
+            POISON_ATTEMPTS,
+            exc_info=failure,
+        )
+        return [set_aside(dead_letter(record, f"handler error: {failure!r}"), self.group)]
+
+    def _handle_once(self, record: Record, event: Event) -> list[OutgoingRecord]:
+        store = self.service.store
+        with store.transaction():
+            recorded = store.recorded_outputs(event.event_id)
+            source = f"{record.topic}/{record.partition}/{record.offset}"
+            if recorded is not None:
+                first = store.source_of(event.event_id)
+                if first is not None and first != source:
+                    self.stats.duplicates += 1
+                    log.info("%s: %s is a copy of %s; skipped", self.group, source, first)
+                    return []
+                self.stats.replayed += 1
+                log.info("%s: %s seen before; re-sending", self.group, event.event_id)
+                return recorded
+            traceparent = traceparent_of(record.headers)
+            produced = [
+                outgoing(caused, traceparent=child_traceparent(traceparent))
+                for caused in self.service.handle(event)
+            ]
+            store.record_outputs(event.event_id, produced, source)
+            return produced

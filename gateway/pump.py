@@ -11,14 +11,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from functools import partial
+from typing import Literal, TypeVar, overload
 
 from gateway.bus.base import BusError, Consumer, EventBus, Record, next_offsets
-from gateway.bus.poison import sort_records
-from gateway.events import TOPICS
+from gateway.bus.poison import dead_letter, sort_records
+from gateway.events import TOPICS, Event
+from gateway.failures import POISON_ATTEMPTS, is_outage
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
-from gateway.sessions.base import Incoming, SessionStore
+from gateway.sessions.base import Delivery, Incoming, SessionStore
 
 log = logging.getLogger("orderpush.pump")
 
@@ -61,6 +63,8 @@ class Pump:
         self.batches = 0
         self.retries = 0
         self.rejoins = 0
+        #: Records set aside after failing alone POISON_ATTEMPTS times.
+        self.set_aside = 0
 
     async def start(self) -> None:
         self.consumer = await self.bus.consumer(TOPICS, self.group, client_id=self.client_id)
@@ -153,7 +157,11 @@ class Pump:
             Incoming(event, rec.value, rec.timestamp_ms, traceparent_of(rec))
             for rec, event in batch.events
         ]
-        deliveries = await self._retrying("session store", lambda: self.store.publish(incoming))
+        deliveries = await self._retrying(
+            "session store", lambda: self.store.publish(incoming), poison_ok=True
+        )
+        if deliveries is None:
+            deliveries = await self._one_by_one(batch.events, incoming)
         self.hub.deliver(deliveries)
         self.metrics.events_consumed.inc(len(incoming))
         try:
@@ -164,8 +172,63 @@ class Pump:
             log.warning("commit failed, records will be redelivered: %s", exc)
         self.batches += 1
 
-    async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+    async def _one_by_one(
+        self, events: list[tuple[Record, Event]], incoming: list[Incoming]
+    ) -> list[Delivery]:
+        """The batch kept failing, not for an outage: hand its records on one
+        at a time, and set aside those that keep failing alone (a poison
+        record), so the rest of the partition goes on."""
+        deliveries: list[Delivery] = []
+        for (record, _), one in zip(events, incoming, strict=True):
+            error: list[BaseException] = []
+            got = await self._retrying(
+                "session store", partial(self.store.publish, [one]), poison_ok=True, error=error
+            )
+            if got is not None:
+                deliveries.extend(got)
+                continue
+            failure = error[-1]
+            reason = f"recurring error: {type(failure).__name__}: {failure}"[:500]
+            log.error(
+                "record %s[%d]@%d failed %d times; set aside: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                POISON_ATTEMPTS,
+                reason,
+            )
+            letter = [dead_letter(record, reason)]
+            await self._retrying("dead-letter topic", partial(self.bus.publish, letter))
+            self.metrics.poison_records.inc()
+            self.set_aside += 1
+        return deliveries
+
+    @overload
+    async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T: ...
+
+    @overload
+    async def _retrying(
+        self,
+        what: str,
+        step: Callable[[], Awaitable[T]],
+        *,
+        poison_ok: Literal[True],
+        error: list[BaseException] | None = None,
+    ) -> T | None: ...
+
+    async def _retrying(
+        self,
+        what: str,
+        step: Callable[[], Awaitable[T]],
+        *,
+        poison_ok: bool = False,
+        error: list[BaseException] | None = None,
+    ) -> T | None:
+        """`step()`, retried with backoff. An outage is retried until it ends;
+        with `poison_ok`, another error is tried POISON_ATTEMPTS times, then
+        None is returned (and the error appended to `error`)."""
         delay_s = 0.1
+        failures = 0
         while True:
             try:
                 return await step()
@@ -173,7 +236,21 @@ class Pump:
                 raise
             except Exception as exc:
                 self.retries += 1
-                log.warning("%s unavailable (%s); retrying in %.1fs", what, exc, delay_s)
+                if poison_ok and not is_outage(exc):
+                    failures += 1
+                    if failures >= POISON_ATTEMPTS:
+                        if error is not None:
+                            error.append(exc)
+                        return None
+                    log.warning(
+                        "%s failed (%s: %s); attempt %d",
+                        what,
+                        type(exc).__name__,
+                        exc,
+                        failures + 1,
+                    )
+                else:
+                    log.warning("%s unavailable (%s); retrying in %.1fs", what, exc, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(RETRY_MAX_S, delay_s * 2)
 

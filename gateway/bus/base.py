@@ -11,6 +11,11 @@ class BusError(RuntimeError):
     """The bus could not do what was asked (broker unreachable, bad URL...)."""
 
 
+class FencedError(BusError):
+    """Another process started with this consumer's transactional id: this
+    one is a zombie (paused, cut off, replaced) and must stop, not retry."""
+
+
 class TopicPartition(NamedTuple):
     topic: str
     partition: int

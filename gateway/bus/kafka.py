@@ -28,7 +28,7 @@ from aiokafka.errors import (
 )
 
 from gateway.bus import kafka_batches
-from gateway.bus.base import BusError, OutgoingRecord, Record, TopicPartition
+from gateway.bus.base import BusError, FencedError, OutgoingRecord, Record, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +376,7 @@ class KafkaConsumer:
 
     async def _producer(self) -> Any:
         if self._fenced:
-            raise BusError(
+            raise FencedError(
                 f"kafka: transactional id {self._transactional_id!r} was taken over by "
                 "another member (fenced); stop this consumer"
             )
@@ -467,6 +467,11 @@ class KafkaConsumer:
                         await producer.send_offsets_to_transaction(kafka_offsets, self.group)
         except BaseException as exc:
             await self._after_failed_transaction(exc, kafka_offsets)
+            if self._fenced:
+                raise FencedError(
+                    f"kafka: {self.name} was fenced: another process started with "
+                    f"transactional id {self._transactional_id!r}"
+                ) from exc
             if isinstance(exc, _KAFKA_ERRORS):
                 raise BusError(f"kafka: transaction of {self.name} failed: {exc!r}") from exc
             raise
@@ -476,7 +481,7 @@ class KafkaConsumer:
         # The transaction was aborted (or is dead with its producer). Start the
         # next one on a fresh producer, unless another member fenced us.
         cause = exc.__cause__ if isinstance(exc, BusError) else exc
-        self._fenced = isinstance(cause, ProducerFenced)
+        self._fenced = isinstance(cause, ProducerFenced) or isinstance(exc, ProducerFenced)
         producer, self._txn_producer = self._txn_producer, None
         if producer is not None:
             await _quietly(producer.stop())
