@@ -74,7 +74,11 @@ async def test_a_record_that_keeps_failing_is_set_aside_and_the_partition_goes_o
             assert [m["event"]["order_id"] for m in received] == [
                 f"ord-{good}-{n}" for n in range(5)
             ]
-            assert gateway.pump.set_aside == 1
+
+            async def set_aside() -> bool:
+                return gateway.pump.set_aside == 1
+
+            await poll_until(f"set aside (retries {gateway.pump.retries})", set_aside, 15)
             assert gateway.metrics.poison_records._value.get() == 1
 
             letters = await read_topic(gateway.bus, DEAD_LETTER_TOPIC, lambda got: len(got) >= 1)
