@@ -56,11 +56,13 @@ async def test_a_record_that_keeps_failing_is_set_aside_and_the_partition_goes_o
         async with serve(app) as addr, connect(addr, token(good)) as client:
             await client.recv_type("snapshot")
             await gateway.bus.publish([OutgoingRecord("orders", key, order(bad, 0))])
-            keys = await poll_until(
-                "the bad user's keys exist",
-                lambda: _keys_of(redis, prefix, bad),
-                30,
-            )
+
+            async def handed_on() -> bool:  # every write of its append done
+                return gateway.metrics.events_consumed._value.get() >= 1
+
+            await poll_until("the first event handed on", handed_on, 30)
+            keys = await _keys_of(redis, prefix, bad)
+            assert keys
             for name in keys:  # every structure becomes a plain string
                 await redis.delete(name)
                 await redis.set(name, "not what the store expects")
