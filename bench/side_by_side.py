@@ -214,7 +214,13 @@ def make_server(args: argparse.Namespace, system: str, logs: Path) -> Server:
         ]
         if args.workers > 1:
             argv += ["--workers", str(args.workers)]
-        env = {"ORDERPUSH_JWT_SECRET": SECRET, "ORDERPUSH_SESSION_KEY_PREFIX": f"sbs{run}"}
+        argv += args.gateway_args.split()
+        env = {
+            "ORDERPUSH_JWT_SECRET": SECRET,
+            "ORDERPUSH_SESSION_KEY_PREFIX": f"sbs{run}",
+            # Its own admin listener port (worker K: + K), away from others' gateways.
+            "ORDERPUSH_ADMIN_PORT": str(free_port()),
+        }
         env.update(dict(kv.split("=", 1) for kv in args.orderpush_env))
         return Server(system, port, argv, env, log_path, kafka_topic=f"{prefix}orders")
     channel = f"sbs-{run}"
@@ -279,6 +285,8 @@ def client_argv(args: argparse.Namespace, server: Server, users: int, mode: str)
         server.channel or "unused",
         "-mode",
         mode,
+        "-compression",
+        args.compression,
     ]
 
 
@@ -334,7 +342,16 @@ def scenario_idle(args: argparse.Namespace, server: Server) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready"
         argv = client_argv(args, server, args.idle_users, "idle")
-        argv += ["-ready-file", str(ready), "-hold-s", "4", "-idle-rate", "500", "-idle-s", "30"]
+        argv += [
+            "-ready-file",
+            str(ready),
+            "-hold-s",
+            "4",
+            "-idle-rate",
+            "500",
+            "-idle-s",
+            str(args.idle_traffic_s),
+        ]
         argv += ["-connect-concurrency", str(args.connect_concurrency)]
         figures: dict[str, Any] = {}
         with running(server):
@@ -459,6 +476,9 @@ def main() -> None:
     parser.add_argument("--rates", default="500,1000,2000,4000,6000,8000,12000,16000")
     parser.add_argument("--step-s", type=float, default=10.0)
     parser.add_argument("--idle-users", type=int, default=5000)
+    parser.add_argument(
+        "--idle-traffic-s", type=float, default=30.0, help="idle: 500/s for this long"
+    )
     parser.add_argument("--restart-users", type=int, default=2000)
     parser.add_argument("--connect-concurrency", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1, help="orderpush gateway --workers N")
@@ -468,6 +488,15 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument(
         "--orderpush-env", action="append", default=[], help="NAME=VALUE for the gateway"
+    )
+    parser.add_argument(
+        "--gateway-args", default="", help="more `orderpush gateway` flags, e.g. '--loop asyncio'"
+    )
+    parser.add_argument(
+        "--compression",
+        default="disabled",
+        choices=["disabled", "context-takeover", "no-context-takeover"],
+        help="permessage-deflate offered by the load client (browsers offer context-takeover)",
     )
     parser.add_argument("--json", help="write every run's figures here")
     args = parser.parse_args()

@@ -107,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["httptools", "h11"],
         help="HTTP parser (default httptools; h11 for comparison)",
     )
+    gw.add_argument(
+        "--ws",
+        default="websockets-sansio",
+        choices=["websockets-sansio", "websockets", "wsproto"],
+        help="uvicorn's WebSocket implementation (default websockets-sansio)",
+    )
+    gw.add_argument(
+        "--ws-deflate",
+        action="store_true",
+        help="accept permessage-deflate (off by default: it costs ~40 KiB per socket "
+        "for little gain on small JSON frames)",
+    )
 
     stubs = sub.add_parser("stubs", help="the backend services and the storefront API")
     _server_flags(stubs, 8100)

@@ -69,6 +69,7 @@ type config struct {
 	restartS    float64
 	readyFile   string
 	listenFile  string
+	compression websocket.CompressionMode
 }
 
 // Per message (by sequence number): when it was sent and first received (unix ns).
@@ -167,7 +168,18 @@ func parseFlags() *config {
 	flag.Float64Var(&c.restartS, "restart-s", 30, "restart mode: seconds of traffic")
 	flag.StringVar(&c.readyFile, "ready-file", "", "written once every user is connected")
 	flag.StringVar(&c.listenFile, "listen-file", "", "restart mode: the driver writes the restart's listen time (unix ns) here")
+	compress := flag.String("compression", "disabled", "permessage-deflate offered: disabled | context-takeover | no-context-takeover")
 	flag.Parse()
+	switch *compress {
+	case "disabled":
+		c.compression = websocket.CompressionDisabled
+	case "context-takeover":
+		c.compression = websocket.CompressionContextTakeover
+	case "no-context-takeover":
+		c.compression = websocket.CompressionNoContextTakeover
+	default:
+		fail("bad -compression %q", *compress)
+	}
 	for _, r := range strings.Split(rates, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(r))
 		if err != nil || n <= 0 {
@@ -262,7 +274,7 @@ func (c *client) handshake(ctx context.Context) (*websocket.Conn, error) {
 func (c *client) handshakeOrderpush(ctx context.Context) (*websocket.Conn, error) {
 	conn, _, err := websocket.Dial(ctx, c.cfg.url, &websocket.DialOptions{
 		Subprotocols:    []string{"orderpush.v1"},
-		CompressionMode: websocket.CompressionDisabled,
+		CompressionMode: c.cfg.compression,
 	})
 	if err != nil {
 		return nil, err
@@ -327,7 +339,7 @@ func (c *client) onOrderpushFrame(frame []byte) string {
 func (c *client) handshakeSocketIO(ctx context.Context) (*websocket.Conn, error) {
 	url := strings.TrimRight(c.cfg.url, "/") + "/socket.io/?EIO=4&transport=websocket"
 	conn, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{
-		CompressionMode: websocket.CompressionDisabled,
+		CompressionMode: c.cfg.compression,
 	})
 	if err != nil {
 		return nil, err
