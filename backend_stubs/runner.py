@@ -146,8 +146,11 @@ class ConsumeLoop:
         transactional: bool,
         poll_timeout_ms: int = 500,
         retry_backoff_s: float = 1.0,
+        member_id: str | None = None,
     ) -> None:
         self.bus = bus
+        #: Stable across restarts: the member's transactional id is built from it.
+        self.member_id = member_id
         self.topics = tuple(topics)
         self.group = group
         self.on_batch = on_batch
@@ -179,7 +182,9 @@ class ConsumeLoop:
         await self._drop_consumer(timeout_s)
 
     async def _open(self) -> Consumer:
-        return await self.bus.consumer(self.topics, self.group, transactional=self.transactional)
+        return await self.bus.consumer(
+            self.topics, self.group, transactional=self.transactional, client_id=self.member_id
+        )
 
     async def _drop_consumer(self, timeout_s: float = 5.0) -> None:
         consumer, self._consumer = self._consumer, None
@@ -240,6 +245,7 @@ class ServiceRunner:
         group: str | None = None,
         poll_timeout_ms: int = 500,
         retry_backoff_s: float = 1.0,
+        member_id: str | None = None,
     ) -> None:
         self.service = service
         self.group = group or service.name
@@ -252,6 +258,7 @@ class ServiceRunner:
             transactional=True,
             poll_timeout_ms=poll_timeout_ms,
             retry_backoff_s=retry_backoff_s,
+            member_id=member_id,
         )
 
     async def start(self) -> None:

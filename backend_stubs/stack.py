@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,34 @@ VIEW: Final = "view"
 ALL_SERVICES: Final = (*SERVICES, VIEW)
 
 
+INSTANCE_ID_FILE: Final = "instance-id"
+
+
+def stable_instance_id(data_dir: Path | None, explicit: str | None = None) -> str | None:
+    """The name of this stubs process in its services' transactional ids.
+
+    A restart must come back under the same name: starting a transactional
+    producer with a name aborts what the previous holder left open (at once,
+    instead of after the transaction timeout, during which read_committed
+    readers of those partitions wait) and fences that holder if it is still
+    alive somewhere (a zombie's later transactions fail). The process's
+    identity is its data: the name is kept in `data_dir`, made once. Without
+    a data dir (in-memory stores, nothing survives a restart) there is none.
+    """
+    if explicit:
+        return explicit
+    if data_dir is None:
+        return None
+    path = data_dir / INSTANCE_ID_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        name = f"stubs-{uuid.uuid4().hex[:12]}"
+        path.write_text(name + "\n")
+        return name
+
+
 class StubStack:
     """The selected services of the saga and the order view, on one bus."""
 
@@ -46,6 +75,7 @@ class StubStack:
         only: Collection[str] = ALL_SERVICES,
         group_prefix: str | None = None,
         poll_timeout_ms: int = 500,
+        instance_id: str | None = None,
     ) -> None:
         unknown = sorted(set(only) - set(ALL_SERVICES))
         if unknown:
@@ -80,7 +110,11 @@ class StubStack:
         self.services: dict[str, Service] = {s.name: s for s in services}
         self.runners: dict[str, ServiceRunner] = {
             s.name: ServiceRunner(
-                bus, s, group=group_prefix + s.name, poll_timeout_ms=poll_timeout_ms
+                bus,
+                s,
+                group=group_prefix + s.name,
+                poll_timeout_ms=poll_timeout_ms,
+                member_id=instance_id,
             )
             for s in services
         }

@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="where each service keeps its SQLite file (default: memory)"
     )
     stubs.add_argument("--topic-prefix", help="prefix of every topic name (ORDERPUSH_TOPIC_PREFIX)")
+    stubs.add_argument(
+        "--instance-id",
+        help="this process's name, part of its services' Kafka transactional ids "
+        "(ORDERPUSH_INSTANCE_ID; default: one kept in --data-dir)",
+    )
 
     token = sub.add_parser(
         "token", help="print a JWT for USER_ID signed with the configured secret"

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -70,10 +71,14 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def stubs_app(settings: Settings, only: str | None, data_dir: str | None) -> Starlette:
-    """The backend services and the storefront API (`orderpush stubs`)."""
+def stubs_app(
+    settings: Settings, only: str | None, data_dir: str | None, instance_id: str | None = None
+) -> Starlette:
+    """The backend services and the storefront API (`orderpush stubs`).
+    `instance_id` (else the one kept in `data_dir`) names the process in its
+    services' transactional ids, so a restart fences what it left behind."""
     from backend_stubs.api import storefront_routes
-    from backend_stubs.stack import ALL_SERVICES, StubStack
+    from backend_stubs.stack import ALL_SERVICES, StubStack, stable_instance_id
     from gateway.bus import open_bus
 
     registry = CollectorRegistry()
@@ -88,7 +93,13 @@ def stubs_app(settings: Settings, only: str | None, data_dir: str | None) -> Sta
         heartbeat_interval_ms=settings.kafka_heartbeat_ms,
     )
     try:
-        stack = StubStack(bus, data_dir=Path(data_dir) if data_dir else None, only=selected)
+        directory = Path(data_dir) if data_dir else None
+        stack = StubStack(
+            bus,
+            data_dir=directory,
+            only=selected,
+            instance_id=stable_instance_id(directory, instance_id),
+        )
     except ValueError as exc:
         raise ConfigError(f"--only: {exc}") from None
 
@@ -143,7 +154,8 @@ def serve_command(
 
         app = create_app(settings)
     else:
-        app = stubs_app(settings, args.only, args.data_dir)
+        explicit_id = args.instance_id or os.environ.get("ORDERPUSH_INSTANCE_ID") or None
+        app = stubs_app(settings, args.only, args.data_dir, explicit_id)
     config = uvicorn.Config(
         app,
         host=args.host,
