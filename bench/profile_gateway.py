@@ -143,7 +143,8 @@ def main() -> None:
     parser.add_argument("--gateway-args", default="")
     parser.add_argument("--raw", help="also keep py-spy's collapsed stacks here")
     args = parser.parse_args()
-    args.workers, args.orderpush_env = 1, []
+    args.workers, args.orderpush_env, args.compression = 1, [], "disabled"
+    args.nice = 0
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         parser.error("py-spy is not installed: pip install py-spy")

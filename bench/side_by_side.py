@@ -186,10 +186,17 @@ class Server:
         return self.log_path.read_text(errors="replace")[-3000:]
 
 
+def priority(args: argparse.Namespace) -> list[str]:
+    """`nice -n N` for the server and the load client (negative: ahead of the
+    other work on a shared machine; needs root). The same for every system."""
+    nice = getattr(args, "nice", 0)
+    return ["nice", "-n", str(nice)] if nice else []
+
+
 def make_server(args: argparse.Namespace, system: str, logs: Path) -> Server:
     run = uuid.uuid4().hex[:8]
     port = free_port()
-    pin = ["taskset", "-c", args.server_core]
+    pin = [*priority(args), "taskset", "-c", args.server_core]
     log_path = logs / f"{system}-{run}.log"
     if system == "orderpush":
         prefix = f"sbs{run}."
@@ -261,6 +268,7 @@ def client_argv(args: argparse.Namespace, server: Server, users: int, mode: str)
     )
     redis_hostport = args.redis_url.split("//", 1)[1].split("/", 1)[0]
     return [
+        *priority(args),
         "taskset",
         "-c",
         args.load_core,
@@ -438,32 +446,55 @@ COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
-def table(results: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
-    systems = list(results)
-    lines = ["| | " + " | ".join(LABELS[s] for s in systems) + " |"]
-    lines.append("|---" * (len(systems) + 1) + "|")
-    for scenario, key, label in COLUMNS:
-        cells = []
-        for system in systems:
-            runs = results[system].get(scenario, [])
-            values = [r.get(key) for r in runs]
-            med = median(values)
-            shown = ", ".join("-" if v is None else f"{v:g}" for v in values)
-            cells.append("-" if med is None else f"**{med:g}** ({shown})")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+Results = dict[str, dict[str, list[dict[str, Any]]]]  # label -> scenario -> runs
+
+
+def cell(runs: list[dict[str, Any]], key: str) -> str:
+    values = [r.get(key) for r in runs]
+    med = median(values)
+    if med is None:
+        return "-"
+    shown = " / ".join("-" if v is None else f"{v:g}" for v in values)
+    return f"**{med:g}** ({shown})"
+
+
+def table(results: Results) -> str:
+    """One row per system, one column per figure, as in issue 7: the median
+    in bold, every run's figure in brackets."""
+    lines = ["| | " + " | ".join(label for _, _, label in COLUMNS) + " |"]
+    lines.append("|---" * (len(COLUMNS) + 1) + "|")
+    for name, scenarios in results.items():
+        cells = [cell(scenarios.get(scenario, []), key) for scenario, key, _ in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    loads = [
+        r.get("loadavg_before")
+        for scenarios in results.values()
+        for runs in scenarios.values()
+        for r in runs
+    ]
+    numbers = [x for x in loads if isinstance(x, int | float)]
+    if numbers:
+        lines.append("")
+        lines.append(
+            f"1-minute load average before each run: {min(numbers):g} to {max(numbers):g} "
+            f"(median {statistics.median(numbers):g}) on 2 cores"
+        )
     return "\n".join(lines)
 
 
-def ratios(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[str]:
-    if "orderpush" not in results or len(results) < 2:
+def ratios(results: Results) -> list[str]:
+    """Each other row against the first row, figure by figure."""
+    names = list(results)
+    if len(names) < 2:
         return []
+    first = names[0]
     out = []
-    for other in (s for s in results if s != "orderpush"):
+    for other in names[1:]:
         for scenario, key, label in COLUMNS:
-            mine = median([r.get(key) for r in results["orderpush"].get(scenario, [])])
+            mine = median([r.get(key) for r in results[first].get(scenario, [])])
             theirs = median([r.get(key) for r in results[other].get(scenario, [])])
             if mine and theirs:
-                out.append(f"{label}: Orderpush / {other} = {mine / theirs:.2f}")
+                out.append(f"{label}: {first} / {other} = {mine / theirs:.2f}")
     return out
 
 
@@ -499,11 +530,32 @@ def main() -> None:
         help="permessage-deflate offered by the load client (browsers offer context-takeover)",
     )
     parser.add_argument("--json", help="write every run's figures here")
+    parser.add_argument("--label", help="the table's row name (with one system)")
+    parser.add_argument(
+        "--nice", type=int, default=0, help="nice level of server and load client (e.g. -10)"
+    )
+    parser.add_argument(
+        "--table",
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: print one table from the --json files of earlier runs",
+    )
     args = parser.parse_args()
+    if args.table:
+        merged: Results = {}
+        for path in args.table:
+            merged.update(json.loads(Path(path).read_text()))
+        print(table(merged))
+        print()
+        print("\n".join(ratios(merged)))
+        return
     args.loadclient = build_loadclient()
     systems = [s for s in args.systems.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {s: {} for s in systems}
+    if args.label and len(systems) != 1:
+        parser.error("--label names one system's row")
+    names = {s: args.label or LABELS[s] for s in systems}
+    results: Results = {names[s]: {} for s in systems}
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
         for run in range(args.runs):
@@ -513,7 +565,7 @@ def main() -> None:
                     figures = RUNNERS[scenario](args, make_server(args, system, logs))
                     figures["loadavg_before"] = round(load_before, 2)
                     figures["loadavg_after"] = round(os.getloadavg()[0], 2)
-                    results[system].setdefault(scenario, []).append(figures)
+                    results[names[system]].setdefault(scenario, []).append(figures)
                     brief = {k: v for k, v in figures.items() if not isinstance(v, dict | list)}
                     print(f"run {run + 1} {scenario} {system}: {json.dumps(brief)}", flush=True)
     print()

@@ -167,7 +167,9 @@ class WebSocketEndpoint:
         wait_s = self.settings.auth_timeout_s if fallback is None else self.settings.auth_grace_s
         token, cursor = fallback, None
         try:
-            data = await asyncio.wait_for(websocket.receive_text(), wait_s)
+            # asyncio.timeout, not wait_for: no extra task per connect.
+            async with asyncio.timeout(wait_s):
+                data = await websocket.receive_text()
         except TimeoutError:
             if fallback is None:
                 raise _Refused(CloseCode.AUTH_TIMEOUT, "no auth in time") from None

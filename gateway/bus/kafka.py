@@ -552,5 +552,8 @@ def _record(topic: str, message: Any) -> Record:
         key=key.decode("utf-8", "replace") if key is not None else None,
         value=value if value is not None else b"",  # a tombstone is a poison record
         timestamp_ms=int(message.timestamp),
-        headers=tuple((name, data if data is not None else b"") for name, data in headers),
+        # Most records carry no headers: skip building a generator for them.
+        headers=tuple((name, data if data is not None else b"") for name, data in headers)
+        if headers
+        else (),
     )
