@@ -133,13 +133,12 @@ class Gateway:
             await _bounded("bus", self.bus.stop())
 
     def _on_gap(self, lost_at_ms: int) -> None:
-        """Routes to this instance may be lost since about `lost_at_ms`:
-        re-read the histories of the users it serves (from a margin before,
-        since a drop is noticed after it happens)."""
-        since_ms = lost_at_ms - GAP_MARGIN_MS
+        """Routes to this instance may have been lost (its subscription or its
+        lease dropped): fill every connection from its user's history, from
+        the connection's own position, so nothing it lacks stays lost."""
         self.metrics.routing_gaps.inc()
         for conn in self.hub.connections():
-            task = asyncio.create_task(self.endpoint.repair(conn, since_ms))
+            task = asyncio.create_task(self.endpoint.fill(conn))
             self._repairs.add(task)
             task.add_done_callback(self._repairs.discard)
 
@@ -179,8 +178,6 @@ class Gateway:
 
 
 STOP_TIMEOUT_S = 8.0
-#: How far before a noticed subscription drop routes may have been lost.
-GAP_MARGIN_MS = 30_000
 
 
 async def _bounded(what: str, stopping: Awaitable[None]) -> None:
@@ -220,6 +217,7 @@ def create_app(
             key_prefix=settings.session_key_prefix,
             history_max=settings.history_max,
             lease_ttl_s=settings.lease_ttl_s,
+            history_idle_s=settings.history_idle_s,
         ),
         owns_bus=bus is None,
     )

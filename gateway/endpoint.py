@@ -14,7 +14,7 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -40,7 +40,7 @@ from gateway.protocol import (
     Welcome,
     parse_client_message,
 )
-from gateway.sessions.base import SessionStore, cursor_key
+from gateway.sessions.base import SessionStore
 from gateway.settings import Settings
 
 log = logging.getLogger("orderpush.ws")
@@ -94,6 +94,7 @@ class WebSocketEndpoint:
     draining: bool = False
     #: Sockets per user across the cluster; None: not counted.
     presence: PresenceStore | None = None
+    _fills: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -198,7 +199,11 @@ class WebSocketEndpoint:
 
     async def _serve(self, websocket: WebSocket, claims: Claims, cursor: str | None) -> None:
         conn = Connection(
-            claims.user_id, uuid.uuid4().hex, self.settings.send_queue_max, self.metrics
+            claims.user_id,
+            uuid.uuid4().hex,
+            self.settings.send_queue_max,
+            self.metrics,
+            on_gap=self._schedule_fill,
         )
         if not await self._count_socket(conn):
             self._limited(limits.USER_SOCKETS)
@@ -280,27 +285,34 @@ class WebSocketEndpoint:
             conn.send(SnapshotMessage(snapshot.orders, snapshot.cursor))
         conn.go_live()
 
-    async def repair(self, conn: Connection, since_ms: int) -> None:
-        """Push what routing may have lost since `since_ms` (a gap in this
-        instance's subscription), from the user's history.
+    def _schedule_fill(self, conn: Connection) -> None:
+        task = asyncio.create_task(self.fill(conn))
+        self._fills.add(task)
+        task.add_done_callback(self._fills.discard)
 
-        Sent cursors and versions stay known, so the client gets only what it
-        lacks, in history order. If the history cannot cover it any more,
-        the client is told to reconnect (1012) and resumes by itself.
+    async def fill(self, conn: Connection) -> None:
+        """Push, from the user's history, every event after the connection's
+        position: a gap that outlived its wait, or routes lost while this
+        instance's subscription was down.
+
+        The position and versions stay, so the client gets only what it
+        lacks, in cursor order. If the history cannot serve the position any
+        more, the client is told to reconnect (1012) and resumes by itself.
         """
         async with conn.sync_lock:
-            if conn.closing is not None or conn.horizon_cursor is None:
+            cursor = conn.cursor
+            if conn.closing is not None or cursor is None:
                 return
-            conn.begin_repair()
+            conn.begin_fill()
             try:
-                history = await self.store.history_since(conn.user_id, conn.horizon_cursor)
+                history = await self.store.history_since(conn.user_id, cursor)
             except Exception:
-                log.exception("repairing connection %s failed", conn.connection_id)
+                log.exception("filling connection %s failed", conn.connection_id)
                 history = None
             if history is None:
                 conn.close(CloseCode.SERVICE_RESTART, "resume with your cursor")
             else:
-                conn.replay(d for d in history if cursor_key(d.cursor)[0] >= since_ms)
+                conn.replay(history, live=True)
             conn.go_live()
 
     async def _receive_loop(

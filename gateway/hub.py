@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import CloseCode, ServerMessage, encode, event_frame
-from gateway.sessions.base import Delivery, Snapshot, cursor_key
+from gateway.sessions.base import Delivery, Snapshot, cursor_key, make_cursor
 
 log = logging.getLogger("orderpush.hub")
 
-#: Cursors remembered per connection to drop a delivery sent twice (a
-#: redelivery routed again); older duplicates are caught by version.
-SENT_CURSORS_MAX = 4096
+#: How long an event that arrived ahead of its predecessor waits for it (two
+#: instances route events of one user independently) before the gap is
+#: filled from history.
+GAP_WAIT_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,45 +41,64 @@ class Frame:
 
 
 QueueItem = Frame | Close
+_Held = tuple[Delivery, str, bool]  # delivery, frame, live
 
 
 class Connection:
     """One authenticated socket: what it was sent, and what it still has to get.
 
-    While it synchronises (replay or snapshot), live deliveries wait in
-    `_pending`; afterwards each delivery goes through `_push`, which drops what
-    the client already has: cursors up to the sync horizon (the resume cursor
-    or the snapshot's), cursors already sent, and order.* events whose version
-    is not newer than the one already shown.
+    Its position is a cursor `<epoch>-<seq>`: it has handed the client every
+    event of the user's history up to it, in order (sessions/base.py). A
+    delivery is sent only when it is the next one (seq + 1); one that is
+    older is a duplicate and dropped; one further ahead is held until the
+    missing ones arrive, at most `gap_wait_s`, after which `on_gap` is asked
+    to fill the gap from history. So the client never gets N+1 before N, and
+    its last cursor always means "I have everything up to here".
 
-    Live cursors may arrive out of order: two instances append two orders of
-    one user to the same history and route them independently. So "already
-    sent" is a set of recent cursors, not "older than the newest": the latter
-    would drop the event that lost the race.
+    While it synchronises (replay, snapshot or fill), live deliveries wait in
+    `_pending` and go through the same rule afterwards. Independently, an
+    order.* event whose version is not newer than the one already shown is
+    not sent (it still moves the position on).
     """
 
     def __init__(
-        self, user_id: str, connection_id: str, queue_max: int, metrics: GatewayMetrics
+        self,
+        user_id: str,
+        connection_id: str,
+        queue_max: int,
+        metrics: GatewayMetrics,
+        *,
+        on_gap: Callable[[Connection], None] | None = None,
+        gap_wait_s: float = GAP_WAIT_S,
     ) -> None:
         self.user_id = user_id
         self.connection_id = connection_id
         self.queue: asyncio.Queue[QueueItem] = asyncio.Queue()
         self._queue_max = queue_max
         self._metrics = metrics
+        self._on_gap = on_gap
+        self._gap_wait_s = gap_wait_s
+        self._gap_timer: asyncio.TimerHandle | None = None
         self._versions: dict[str, int] = {}
-        self._horizon: tuple[int, int] = (0, 0)
-        self._sent: set[str] = set()
-        self._sent_order: deque[str] = deque()
-        self._newest: tuple[int, int] = (0, 0)
-        #: The newest cursor this connection has been sent (or resumed from).
-        self.cursor: str | None = None
-        #: Where its last sync started: everything up to it the client has.
-        self.horizon_cursor: str | None = None
-        #: Held while a sync or repair reads history, so two never interleave.
+        self._epoch = 0
+        self._seq = 0
+        self._synced = False
+        #: Deliveries ahead of the position, by seq, waiting for the gap.
+        self._ahead: dict[int, _Held] = {}
+        #: Held while a sync or fill reads history, so two never interleave.
         self.sync_lock = asyncio.Lock()
         self._syncing = True
         self._pending: list[tuple[Delivery, str]] = []
         self.closing: Close | None = None
+
+    @property
+    def cursor(self) -> str | None:
+        """Everything up to here was handed to the client (None before the first sync)."""
+        return make_cursor(self._epoch, self._seq) if self._synced else None
+
+    @property
+    def has_gap(self) -> bool:
+        return bool(self._ahead)
 
     # -- queueing --------------------------------------------------------
 
@@ -97,6 +116,7 @@ class Connection:
 
     def close(self, code: int, reason: str = "") -> None:
         """Ask the sender to close the socket once; later items are dropped."""
+        self._cancel_gap_timer()
         if self.closing is None:
             self.closing = Close(code, reason)
             self.queue.put_nowait(self.closing)
@@ -114,58 +134,101 @@ class Connection:
             return
         self._push(delivery, frame)
 
-    def _push(self, delivery: Delivery, frame: str, *, live: bool = True) -> bool:
+    def _push(self, delivery: Delivery, frame: str, *, live: bool = True) -> int:
+        """Apply the cursor rule; returns how many events were sent."""
         event = delivery.event
         if delivery.user_id != self.user_id or event.user_id != self.user_id:
             # Never reachable through the hub's routing; kept as the last line
             # of defence for the one rule that must never break.
             log.error("refused to push %s's event to %s", event.user_id, self.user_id)
-            return False
-        key = cursor_key(delivery.cursor)
-        if key <= self._horizon or delivery.cursor in self._sent:
-            return False
-        self._sent.add(delivery.cursor)
-        self._sent_order.append(delivery.cursor)
-        if len(self._sent_order) > SENT_CURSORS_MAX:
-            self._sent.discard(self._sent_order.popleft())
-        if key > self._newest:
-            self._newest = key
-            self.cursor = delivery.cursor
+            return 0
+        try:
+            epoch, seq = cursor_key(delivery.cursor)
+        except ValueError:
+            log.error("refused a delivery with cursor %r", delivery.cursor)
+            return 0
+        if epoch != self._epoch:
+            if epoch < self._epoch:
+                return 0  # from a history that has since been replaced
+            # A new incarnation of the user's history (it expired, or Redis
+            # started empty): follow it from its beginning.
+            self._epoch, self._seq = epoch, 0
+            self._ahead.clear()
+            self._cancel_gap_timer()
+        if seq <= self._seq:
+            return 0  # already sent (or covered by the sync)
+        if seq > self._seq + 1:
+            if len(self._ahead) >= self._queue_max:
+                self._metrics.slow_closes.inc()
+                self.close(CloseCode.CLIENT_TOO_SLOW, "send buffer full")
+                return 0
+            self._ahead.setdefault(seq, (delivery, frame, live))
+            self._arm_gap_timer()
+            return 0
+        sent = self._send_next(delivery, frame, live)
+        while (held := self._ahead.pop(self._seq + 1, None)) is not None:
+            sent += self._send_next(*held)
+        if not self._ahead:
+            self._cancel_gap_timer()
+        return sent
+
+    def _send_next(self, delivery: Delivery, frame: str, live: bool) -> int:
+        self._seq += 1
+        event = delivery.event
         if event.is_order_event and event.version is not None:
             known = self._versions.get(event.order_id)
             if known is not None and event.version <= known:
                 self._metrics.stale_dropped.inc()
-                return False
+                return 0
             self._versions[event.order_id] = event.version
         # A replayed event is as old as the client's absence: timing it would
         # report the outage, not the push path.
         self._enqueue(Frame(frame, delivery.produced_ms if live else 0, is_event=True))
-        return True
+        return 1
+
+    def _arm_gap_timer(self) -> None:
+        if self._gap_timer is None and self._on_gap is not None and self.closing is None:
+            loop = asyncio.get_running_loop()
+            self._gap_timer = loop.call_later(self._gap_wait_s, self._gap_expired)
+
+    def _cancel_gap_timer(self) -> None:
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+
+    def _gap_expired(self) -> None:
+        self._gap_timer = None
+        if self._ahead and self.closing is None and self._on_gap is not None:
+            self._metrics.cursor_gap_fills.inc()
+            self._on_gap(self)
+
+    def _reset(self, cursor: str) -> None:
+        self._epoch, self._seq = cursor_key(cursor)
+        self._synced = True
+        self._ahead.clear()
+        self._cancel_gap_timer()
 
     def begin_sync(self, cursor: str | None) -> None:
         """Start a replay from `cursor` (None: from a snapshot, seeded later)."""
         self._syncing = True
         self._versions.clear()
-        self._sent.clear()
-        self._sent_order.clear()
-        self._horizon = self._newest = cursor_key(cursor) if cursor else (0, 0)
-        self.cursor = self.horizon_cursor = cursor
+        self._reset(cursor or "0-0")
+        self._synced = cursor is not None
 
-    def replay(self, deliveries: Iterable[Delivery]) -> int:
+    def replay(self, deliveries: Iterable[Delivery], *, live: bool = False) -> int:
+        """Push history entries (oldest first); returns how many were sent."""
         return sum(
-            self._push(d, event_frame(d.cursor, d.raw, d.traceparent), live=False)
+            self._push(d, event_frame(d.cursor, d.raw, d.traceparent), live=live)
             for d in deliveries
         )
 
     def seed(self, snapshot: Snapshot) -> None:
         self._versions = {o.order_id: o.version for o in snapshot.orders}
-        self._horizon = self._newest = cursor_key(snapshot.cursor)
-        self.cursor = self.horizon_cursor = snapshot.cursor
+        self._reset(snapshot.cursor)
 
-    def begin_repair(self) -> None:
-        """Hold live deliveries while history is re-read to fill a routing
-        gap; unlike a sync, what was sent stays known, so only the missing
-        events go out."""
+    def begin_fill(self) -> None:
+        """Hold live deliveries while history is re-read to fill a gap; unlike
+        a sync, the position and versions stay, so only what is missing goes out."""
         self._syncing = True
 
     def go_live(self) -> None:
@@ -173,6 +236,8 @@ class Connection:
         pending, self._pending = self._pending, []
         for delivery, frame in pending:
             self._push(delivery, frame)
+        if self._ahead:
+            self._arm_gap_timer()
 
 
 class Hub:

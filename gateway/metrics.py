@@ -54,6 +54,11 @@ class GatewayMetrics:
             "Times the cross-instance subscription dropped (histories re-read)",
             registry=r,
         )
+        self.cursor_gap_fills = Counter(
+            "orderpush_cursor_gap_fills",
+            "Times a connection's cursor gap outlived its wait and was filled from history",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "orderpush_consumer_lag", "Records not yet consumed on assigned partitions", registry=r
         )

@@ -62,6 +62,8 @@ class Settings:
     auth_grace_s: float = 0.25
     lease_ttl_s: float = 30.0
     history_max: int = 1000
+    #: A user's history and view expire after this long without an event.
+    history_idle_s: float = 7 * 86_400.0
     send_queue_max: int = 1000
     max_message_bytes: int = 64 * 1024
     rate_limit_per_s: float = 20.0
@@ -155,6 +157,7 @@ class Settings:
             ("ORDERPUSH_AUTH_GRACE_S", self.auth_grace_s),
             ("ORDERPUSH_LEASE_TTL_S", self.lease_ttl_s),
             ("ORDERPUSH_HISTORY_MAX", self.history_max),
+            ("ORDERPUSH_HISTORY_IDLE_S", self.history_idle_s),
             ("ORDERPUSH_SEND_QUEUE_MAX", self.send_queue_max),
             ("ORDERPUSH_MAX_MESSAGE_BYTES", self.max_message_bytes),
             ("ORDERPUSH_RATE_LIMIT_PER_S", self.rate_limit_per_s),
@@ -286,6 +289,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         auth_grace_s=_float(env, "ORDERPUSH_AUTH_GRACE_S", base.auth_grace_s),
         lease_ttl_s=_float(env, "ORDERPUSH_LEASE_TTL_S", base.lease_ttl_s),
         history_max=_int(env, "ORDERPUSH_HISTORY_MAX", base.history_max),
+        history_idle_s=_float(env, "ORDERPUSH_HISTORY_IDLE_S", base.history_idle_s),
         send_queue_max=_int(env, "ORDERPUSH_SEND_QUEUE_MAX", base.send_queue_max),
         max_message_bytes=_int(env, "ORDERPUSH_MAX_MESSAGE_BYTES", base.max_message_bytes),
         rate_limit_per_s=_float(env, "ORDERPUSH_RATE_LIMIT_PER_S", base.rate_limit_per_s),

@@ -26,6 +26,23 @@ from websockets.typing import Subprotocol
 
 from loadtest.ledger import ConnectionLog, Ledger, Received
 
+#: A cursor's parts, `<epoch>-<seq>` (docs/protocol.md).
+CursorKey = tuple[int, int]
+
+
+def _cursor_key(cursor: str | None) -> CursorKey | None:
+    epoch, sep, seq = (cursor or "").partition("-")
+    if not sep or not epoch.isdigit() or not seq.isdigit():
+        return None
+    return int(epoch), int(seq)
+
+
+def cursor_after(cursor: str | None, last: str | None) -> bool:
+    """True unless both are cursors and `cursor` is not after `last`."""
+    new, held = _cursor_key(cursor), _cursor_key(last)
+    return new is None or held is None or new > held
+
+
 SUBPROTOCOL: Final = Subprotocol("orderpush.v1")
 #: Close codes after which reconnecting cannot help (PROTOCOL.md).
 NO_RECONNECT: Final = frozenset({1000, 1009, 4001, 4003})
@@ -195,6 +212,11 @@ class LoadClient:
             self.log.bad_frame("event frame without event")
             return
         if frame.cursor:
+            # The protocol's one dedupe rule, as the JS client applies it: an
+            # event whose cursor is not after the last one held is a repeat.
+            if not cursor_after(frame.cursor, self.cursor):
+                self.log.repeat(frame.cursor, event.event_id)
+                return
             self.cursor = frame.cursor
         self.ledger.observe(
             self.log,

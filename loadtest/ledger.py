@@ -55,6 +55,8 @@ class ConnectionLog:
         self.last_version: dict[str, int] = {}
         self.matched = 0  # expected events that arrived
         self.duplicates = 0
+        #: Event frames the cursor rule dropped (the server sent a repeat).
+        self.repeats = 0
         self.out_of_order = 0
         self.wrong_user = 0
         self.bad_frames = 0
@@ -90,6 +92,12 @@ class ConnectionLog:
         if key in self.arrivals:
             return None  # another event id for a version already seen: out of order above
         return key
+
+    def repeat(self, cursor: str, event_id: str) -> None:
+        """An event frame whose cursor was not after the last one held:
+        dropped by the client's dedupe rule, never shown."""
+        self.repeats += 1
+        self._example(f"REPEAT: event {event_id} again at cursor {cursor}")
 
     def wrong_welcome(self, user_id: str) -> None:
         """The server welcomed this connection as somebody else."""

@@ -76,6 +76,8 @@ class Report:
     completed: bool
     examples: list[str]
     problems: list[str]
+    #: Event frames dropped by the cursor rule (sent again by the server, never shown).
+    repeats: int = 0
 
     @property
     def passed(self) -> bool:
@@ -128,6 +130,7 @@ def summarize(
     logs = ledger.attached_logs()
     frames = sum(log.frames for log in ledger.logs)
     duplicated = sum(log.duplicates for log in ledger.logs)
+    repeats = sum(log.repeats for log in ledger.logs)
     out_of_order = sum(log.out_of_order for log in ledger.logs)
     wrong_user = sum(log.wrong_user for log in ledger.logs)
     bad_frames = sum(log.bad_frames for log in ledger.logs)
@@ -213,6 +216,7 @@ def summarize(
         completed=ledger.complete.is_set(),
         examples=examples,
         problems=problems,
+        repeats=repeats,
     )
 
 
@@ -264,7 +268,8 @@ def format_text(report: Report) -> str:
         f"  events        expected {report.events_expected}  received {report.events_matched}"
         f"  (frames {report.events_received}, other events {report.other_events})",
         f"  LOST          {report.lost}",
-        f"  DUPLICATED    {report.duplicated}",
+        f"  DUPLICATED    {report.duplicated}  (repeats dropped by the cursor rule: "
+        f"{report.repeats})",
         f"  OUT OF ORDER  {report.out_of_order}",
         f"  WRONG USER    {report.wrong_user}",
         f"  latency ms    min {_ms(lat['min'])}  p50 {_ms(lat['p50'])}  p90 {_ms(lat['p90'])}  "

@@ -172,6 +172,15 @@ class PrivateRedis:
         path = self.data_dir / "redis.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
 
+    def pause(self) -> None:
+        """SIGSTOP: Redis hangs, its sockets stay open and answer nothing."""
+        assert self.popen is not None and self.popen.poll() is None
+        self.popen.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL, like a crash; with `persistent`, the data is in the AOF."""
         if self.popen is not None and self.popen.poll() is None:

@@ -98,13 +98,15 @@ async def wait_subscribers(
     await asyncio.wait_for(loop(), timeout_s)
 
 
-async def test_a_batch_costs_two_round_trips_whatever_its_size(make_node: NodeFactory) -> None:
+async def test_a_batch_costs_one_round_trip_whatever_its_size(make_node: NodeFactory) -> None:
     a = await make_node("a")
     b = await make_node("b")
     c = await make_node("c")
     users = [f"u{i}" for i in range(10)]
-    await b.store.refresh_leases(users[:5])
-    await c.store.refresh_leases(users[5:])
+    for user in users[:5]:
+        await b.store.add_session(user)
+    for user in users[5:]:
+        await c.store.add_session(user)
     await a.store.add_session("u0")  # local sessions are never routed to
     items = [order_event(users[i % 10], f"o{i}", 1) for i in range(100)]
 
@@ -112,7 +114,7 @@ async def test_a_batch_costs_two_round_trips_whatever_its_size(make_node: NodeFa
     deliveries = await a.store.publish(items)
     used = a.store.round_trips - before
 
-    assert used <= 2
+    assert used == 1  # append, lease lookup and routing in one script call
     assert [d.event.event_id for d in deliveries] == [i.event.event_id for i in items]
     assert a.store.published_events == 100
     await b.wait_received(50)
@@ -138,7 +140,7 @@ async def test_reader_survives_garbage_and_delivers_the_next_message(
     channel = f"{prefix}:instance:b"
     await raw_redis.publish(channel, b"\xc1 not msgpack")
     await raw_redis.publish(channel, b'{"json": "is not the wire format"}')
-    await raw_redis.publish(channel, b"\x91\x94\xa3bob\xa33-0\xc4\x02{}\x00")  # poison event
+    await raw_redis.publish(channel, b"\x91\x94\xa3bob\xa33-1\xc4\x02{}\x00")  # poison event
     item = order_event("bob", "o1", 1)
     await a.store.publish([item])
     await b.wait_received(1)
@@ -151,7 +153,7 @@ async def test_reader_drops_an_event_routed_under_another_user(
 ) -> None:
     b = await make_node("b")
     raw = encode_event(order_event("mallory", "o1", 1).event)
-    wire = b"\x91\x94\xa3bob\xa33-0\xc4" + bytes([len(raw)]) + raw + b"\x00"
+    wire = b"\x91\x94\xa3bob\xa33-1\xc4" + bytes([len(raw)]) + raw + b"\x00"
     await raw_redis.publish(f"{prefix}:instance:b", wire)
     await asyncio.sleep(0.3)
     assert b.received == [] and b.store.bad_messages == 1
@@ -175,44 +177,69 @@ async def test_reader_resubscribes_after_its_connection_is_killed(
     assert b.received[0].event.event_id == item.event.event_id
 
 
-async def test_a_lease_set_expires_by_itself(
-    make_node: NodeFactory, raw_redis: Redis, prefix: str
-) -> None:
-    b = await make_node("b", lease_ttl_s=1.0)
-    await b.store.add_session("bob")
-    key = f"{prefix}:{{bob}}:s"
-    assert 0 < await raw_redis.pttl(key) <= 1000
-    await asyncio.sleep(1.3)  # no heartbeat, no stop(): as if the instance died
-    assert await raw_redis.exists(key) == 0
-
-
-async def test_a_shorter_lease_never_cuts_a_longer_one(
-    make_node: NodeFactory, raw_redis: Redis, prefix: str
-) -> None:
-    long = await make_node("long", lease_ttl_s=30.0)
-    short = await make_node("short", lease_ttl_s=1.0)
-    await long.store.add_session("bob")
-    await short.store.add_session("bob")
-    assert await raw_redis.pttl(f"{prefix}:{{bob}}:s") > 25_000
-    await asyncio.sleep(1.3)
-    assert (await short.store.locate(["bob"]))["bob"] == {"long"}
-
-
-async def test_keys_of_a_user_share_a_cluster_hash_tag(
+async def test_a_dead_instances_entries_are_pruned_and_a_beat_costs_one_round_trip(
     make_node: NodeFactory, raw_redis: Redis, prefix: str
 ) -> None:
     a = await make_node("a")
+    b = await make_node("b", lease_ttl_s=1.0)
+    users = [f"u{i}" for i in range(3000)]
+    for user in users[:3]:
+        await b.store.add_session(user)
+    before = b.store.round_trips
+    await b.store.refresh_leases(users[:3])
+    assert b.store.round_trips - before == 2  # the beat, and the slow sweep's chunk
+    assert 0 < await raw_redis.pttl(f"{prefix}:{{u0}}:s") <= 7 * 86_400_000
+    await asyncio.sleep(1.3)  # no beat: as if b was killed
+    await a.store.publish([order_event("u0", "o1", 1)])
+    assert await raw_redis.smembers(f"{prefix}:{{u0}}:s") == set()  # pruned on the way
+    assert b.received == []
+
+
+async def test_an_instance_that_lost_its_lease_writes_its_sessions_again(
+    make_node: NodeFactory, raw_redis: Redis, prefix: str
+) -> None:
+    a = await make_node("a")
+    gaps: list[int] = []
+    b = await make_node("b")
+    b.store._on_gap = gaps.append
+    await b.store.add_session("bob")
+    await raw_redis.delete(f"{prefix}:instances", f"{prefix}:{{bob}}:s")  # Redis lost it all
+    await a.store.publish([order_event("bob", "o1", 1)])
+    await b.store.refresh_leases(["bob"])
+    assert len(gaps) == 1 and b.store.lease_rewrites == 1  # the gateway refills its sockets
+    item = order_event("bob", "o2", 1)
+    await a.store.publish([item])
+    await b.wait_received(1)
+    assert b.received[0].event.event_id == item.event.event_id
+
+
+async def test_a_users_keys_share_a_hash_tag_expire_when_idle_and_are_few(
+    make_node: NodeFactory, raw_redis: Redis, prefix: str
+) -> None:
+    a = await make_node("a", history_idle_s=600.0)
     await a.store.add_session("alice")
-    await a.store.publish([order_event("alice", "o1", 1)])
+    await a.store.publish([order_event("alice", "o1", v) for v in range(1, 51)])
     keys = sorted([k.decode() async for k in raw_redis.scan_iter(match=f"{prefix}:*")])
-    assert [k for k in keys if ":e:" not in k] == [
+    # No key per event: dedupe lives in one hash per user.
+    assert keys == [
+        f"{prefix}:instances",
+        f"{prefix}:{{alice}}:d",
         f"{prefix}:{{alice}}:h",
         f"{prefix}:{{alice}}:s",
         f"{prefix}:{{alice}}:v",
     ]
-    [marker] = [k for k in keys if ":e:" in k]
-    assert marker.startswith(f"{prefix}:{{alice}}:e:")
-    assert 0 < await raw_redis.ttl(marker) <= 86_400
+    for kind in "dhsv":
+        assert 0 < await raw_redis.pttl(f"{prefix}:{{alice}}:{kind}") <= 600_000, kind
+    assert await raw_redis.hlen(f"{prefix}:{{alice}}:d") == 50
+
+
+async def test_the_dedupe_map_is_trimmed_with_the_history(
+    make_node: NodeFactory, raw_redis: Redis, prefix: str
+) -> None:
+    a = await make_node("a", history_max=10)
+    await a.store.publish([order_event("alice", "o1", v) for v in range(1, 26)])
+    assert await raw_redis.xlen(f"{prefix}:{{alice}}:h") == 10
+    assert await raw_redis.hlen(f"{prefix}:{{alice}}:d") == 10
 
 
 async def test_publish_recovers_from_a_flushed_script_cache(
@@ -227,23 +254,18 @@ async def test_publish_recovers_from_a_flushed_script_cache(
     assert again.cursor == deliveries[0].cursor and a.store.published_events == 1
 
 
-async def test_a_retried_pipeline_gets_its_entries_back(make_node: NodeFactory) -> None:
+async def test_a_retried_call_gets_its_entries_back(make_node: NodeFactory) -> None:
     """A reply lost after Redis ran the script must not turn events into duplicates."""
     a = await make_node("a")
     batch = [order_event("alice", "o1", 1), order_event("alice", "o1", 2)]
-    token = "attempt1"
-    first = a.store._redis.pipeline(transaction=False)
-    again = a.store._redis.pipeline(transaction=False)
-    other = a.store._redis.pipeline(transaction=False)
-    for item in batch:
-        a.store._queue_append(first, item, token)
-        a.store._queue_append(again, item, token)
-        a.store._queue_append(other, item, "attempt2")
-    appended = await first.execute()
-    assert [flag for _, flag in appended] == [1, 1]  # new to the caller
-    assert await again.execute() == appended  # our retry: still new to us
+    appended = await a.store._run_append(a.store._append_args(batch, "attempt1"))
+    cursors = appended[0:4:2]
+    assert appended[1:4:2] == [1, 1]  # new to the caller
+    # Our retry: still new to us.
+    assert await a.store._run_append(a.store._append_args(batch, "attempt1")) == appended
     # Another attempt (a redelivery) gets the same cursors, marked not new.
-    assert await other.execute() == [[cursor, 0] for cursor, _ in appended]
+    other = await a.store._run_append(a.store._append_args(batch, "attempt2"))
+    assert other[0:4:2] == cursors and other[1:4:2] == [0, 0]
 
 
 async def test_duplicates_within_one_batch_are_appended_once(make_node: NodeFactory) -> None:
@@ -268,7 +290,25 @@ async def test_cursors_redis_cannot_parse_are_refused(make_node: NodeFactory) ->
     a = await make_node("a")
     await a.store.publish([order_event("alice", "o1", 1)])
     assert await a.store.history_since("alice", "99999999999999999999999-0") is None
+    assert await a.store.history_since("alice", "1-99999999999999999999999") is None
     assert await a.store.history_since("nobody", "5-0") is None
+
+
+async def test_a_history_written_before_epochs_gets_a_snapshot_then_goes_on(
+    make_node: NodeFactory, raw_redis: Redis, prefix: str
+) -> None:
+    """Upgrading: a stream with Redis-made ids (`<ms>-0`, `<ms>-1`) is
+    carried on; old cursors are refused (a snapshot), new ones work."""
+    a = await make_node("a")
+    stream = f"{prefix}:{{alice}}:h"
+    old = order_event("alice", "o1", 1)
+    await raw_redis.xadd(stream, {"raw": old.raw, "produced_ms": 1, "tp": ""}, id="1700000000000-0")
+    await raw_redis.xadd(stream, {"raw": old.raw, "produced_ms": 1, "tp": ""}, id="1700000000500-0")
+    assert await a.store.history_since("alice", "1700000000000-0") is None
+    (new,) = await a.store.publish([order_event("alice", "o1", 2)])
+    assert new.cursor == "1700000000500-1"
+    tail = await a.store.history_since("alice", "1700000000500-0")
+    assert tail is not None and [d.cursor for d in tail] == [new.cursor]
 
 
 async def test_unreachable_redis_fails_at_start_naming_the_url() -> None:

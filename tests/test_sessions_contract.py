@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 import pytest
 
 from gateway.events import Event, encode_event, make_event
-from gateway.sessions import Delivery, Incoming, SessionStore, cursor_key, open_sessions
+from gateway.sessions import Delivery, Incoming, SessionStore, Snapshot, cursor_key, open_sessions
 from tests.backends import SESSION_BACKENDS, sessions_url, unique
 
 
@@ -158,25 +158,30 @@ async def test_events_are_routed_to_the_instances_holding_the_user(
     assert a.received == []  # an instance never routes to itself
 
 
-async def test_removed_and_expired_sessions_are_no_longer_routed(
+async def test_removed_sessions_and_silent_instances_are_no_longer_routed(
     make_instance: InstanceFactory,
 ) -> None:
     a = await make_instance("a")
     b = await make_instance("b", lease_ttl_s=1.0)
+    c = await make_instance("c", lease_ttl_s=1.0)
     await b.store.add_session("bob")
     await b.store.add_session("carol")
+    await c.store.add_session("dave")
     await b.store.remove_session("bob")
     assert (await a.store.locate(["bob"]))["bob"] == set()
-    await asyncio.sleep(1.3)  # carol's lease runs out without a heartbeat
-    assert (await a.store.locate(["carol"]))["carol"] == set()
-    await b.store.add_session("dave")
     await asyncio.sleep(0.6)
-    await b.store.refresh_leases(["dave"])
-    await asyncio.sleep(0.6)  # past the first lease, within the refreshed one
-    assert (await a.store.locate(["dave"]))["dave"] == {"b"}
+    await c.store.refresh_leases(["dave"])  # c beats, b does not (as if killed)
+    await asyncio.sleep(0.6)  # past b's lease, within c's refreshed one
+    located = await a.store.locate(["carol", "dave"])
+    assert located == {"carol": set(), "dave": {"c"}}
     await a.store.publish([order_event("bob", "o1", 1), order_event("carol", "o2", 1)])
     await asyncio.sleep(0.3)
     assert b.received == []
+    # b comes back (a stall, not a death): its sessions count again.
+    await b.store.refresh_leases(["carol"])
+    assert (await a.store.locate(["carol"]))["carol"] == {"b"}
+    await a.store.publish([order_event("carol", "o3", 1)])
+    await b.wait_received(1)
 
 
 async def test_stopped_instance_drops_its_leases(make_instance: InstanceFactory) -> None:
@@ -203,3 +208,77 @@ async def test_trace_context_survives_history_and_routing(make_instance: Instanc
     assert plain.traceparent is None
     history = await a.store.history_since("alice", delivery.cursor)
     assert history is not None and history[0].traceparent is None
+
+
+async def test_cursors_count_each_users_events_without_gaps(
+    make_instance: InstanceFactory,
+) -> None:
+    a = await make_instance("a")
+    b = await make_instance("b")
+    mixed = [order_event(user, "o1", v) for v in (1, 2, 3) for user in ("alice", "bob")]
+    first = await a.store.publish(mixed[:3])
+    second = await b.store.publish(mixed[3:])  # another instance, same counters
+    keys: dict[str, list[tuple[int, int]]] = {}
+    for d in [*first, *second]:
+        keys.setdefault(d.user_id, []).append(cursor_key(d.cursor))
+    for user, user_keys in keys.items():
+        epochs = {epoch for epoch, _ in user_keys}
+        assert len(epochs) == 1 and epochs != {0}, (user, user_keys)
+        assert [seq for _, seq in user_keys] == [1, 2, 3], (user, user_keys)
+    (again,) = await b.store.publish([mixed[0]])  # a redelivery takes no new seq
+    assert again.cursor == first[0].cursor
+    (fourth,) = await a.store.publish([order_event("alice", "o1", 4)])
+    assert cursor_key(fourth.cursor)[1] == 4
+
+
+async def test_cursors_of_another_epoch_or_from_the_future_are_refused(
+    make_instance: InstanceFactory,
+) -> None:
+    a = await make_instance("a")
+    deliveries = await a.store.publish([order_event("alice", "o1", v) for v in (1, 2, 3)])
+    epoch, _ = cursor_key(deliveries[0].cursor)
+    everything = await a.store.history_since("alice", "0-0")
+    assert everything is not None and [d.cursor for d in everything] == [
+        d.cursor for d in deliveries
+    ]
+    from_start = await a.store.history_since("alice", f"{epoch}-0")
+    assert from_start is not None and len(from_start) == 3
+    assert await a.store.history_since("alice", f"{epoch}-3") == []
+    assert await a.store.history_since("alice", f"{epoch}-4") is None
+    assert await a.store.history_since("alice", f"{epoch - 1}-1") is None
+    assert await a.store.history_since("alice", f"{epoch + 1}-1") is None
+
+
+async def test_an_idle_history_expires_and_comes_back_as_a_new_epoch(
+    make_instance: InstanceFactory,
+) -> None:
+    a = await make_instance("a", history_idle_s=1.0)
+    (old,) = await a.store.publish([order_event("alice", "o1", 1)])
+    await a.store.publish([order_event("bob", "o1", 1)])
+    await asyncio.sleep(0.6)
+    await a.store.publish([order_event("bob", "o1", 2)])  # bob stays active
+    await asyncio.sleep(0.6)
+    assert await a.store.snapshot("alice") == Snapshot([], "0-0")
+    assert await a.store.history_since("alice", old.cursor) is None
+    bob = await a.store.snapshot("bob")
+    assert [(o.order_id, o.version) for o in bob.orders] == [("o1", 2)]
+    (new,) = await a.store.publish([order_event("alice", "o2", 1)])
+    new_epoch, new_seq = cursor_key(new.cursor)
+    assert new_epoch > cursor_key(old.cursor)[0] and new_seq == 1
+    assert await a.store.history_since("alice", old.cursor) is None
+    history = await a.store.history_since("alice", "0-0")
+    assert history is not None and [d.cursor for d in history] == [new.cursor]
+
+
+async def test_dedupe_remembers_the_events_still_in_the_history(
+    make_instance: InstanceFactory,
+) -> None:
+    a = await make_instance("a", history_max=3)
+    items = [order_event("alice", "o1", v) for v in range(1, 6)]
+    deliveries = await a.store.publish(items)
+    # Still in the history: the same cursor back, nothing appended.
+    (again,) = await a.store.publish([items[4]])
+    assert again.cursor == deliveries[4].cursor
+    # Trimmed away long ago: outside the dedupe window, appended as new.
+    (old,) = await a.store.publish([items[0]])
+    assert cursor_key(old.cursor)[1] == 6

@@ -1,9 +1,14 @@
 """The session store interface: who is connected where, routing between
 instances, the per-user replay history and the per-user order view.
 
-Cursors are history entry ids of the form `<ms>-<seq>` (a Redis stream id);
-the in-memory store makes them the same way, so they compare the same way
-whichever store produced them.
+Cursors are `<epoch>-<seq>`: `epoch` names one incarnation of a user's
+history (the time in ms it was created, so a history that expired, or a
+Redis that restarted empty, starts a new one and old cursors are refused
+rather than silently served from the wrong history); `seq` counts that
+history's events 1, 2, 3, ... with no gaps, assigned in the same atomic step
+as the append. `0-0` means "nothing". Cursors compare as (epoch, seq), and a
+connection sends each user's events in that order, so a client's last cursor
+always means "I have everything up to here".
 """
 
 from __future__ import annotations
@@ -75,12 +80,23 @@ DeliverFn = Callable[[Sequence[Delivery]], None]
 GapFn = Callable[[int], None]
 
 
+#: Cursor parts beyond this are refused (Redis stream ids are two 64-bit numbers).
+CURSOR_PART_MAX = 2**63 - 1
+
+
 def cursor_key(cursor: str) -> tuple[int, int]:
-    """Order key of a cursor; raises ValueError for a malformed one."""
-    ms, sep, seq = cursor.partition("-")
-    if not sep or not ms.isdigit() or not seq.isdigit():
+    """(epoch, seq) of a cursor; raises ValueError for a malformed one."""
+    epoch, sep, seq = cursor.partition("-")
+    if not sep or not epoch.isdigit() or not seq.isdigit():
         raise ValueError(f"malformed cursor {cursor!r}")
-    return int(ms), int(seq)
+    key = int(epoch), int(seq)
+    if max(key) > CURSOR_PART_MAX:
+        raise ValueError(f"cursor {cursor!r} out of range")
+    return key
+
+
+def make_cursor(epoch: int, seq: int) -> str:
+    return f"{epoch}-{seq}"
 
 
 class SessionStore(Protocol):
@@ -103,10 +119,11 @@ class SessionStore(Protocol):
     async def publish(self, items: Sequence[Incoming]) -> list[Delivery]:
         """Append events to their users' histories and views, and route them.
 
-        An event appended before (same `event_id`, e.g. redelivered after a
-        crash) is not appended again: it keeps its first cursor and is routed
-        again, so sockets that missed it because the crash came between append
-        and route get it, and those that have it drop it by cursor. Each event
+        Each new event gets its user's next cursor (same epoch, seq + 1),
+        atomically with the append. An event still in its user's history
+        (same `event_id`, e.g. redelivered after a crash) is not appended
+        again: it keeps its first cursor and is routed again, so sockets that
+        missed it get it and those that have it drop it by cursor. Each event
         is sent to every *other* instance holding a session of its user; the
         returned deliveries, in input order, are for the caller to push to its
         own sockets. Batched: a fixed number of round trips per call, never one
@@ -115,8 +132,10 @@ class SessionStore(Protocol):
         ...
 
     async def history_since(self, user_id: str, cursor: str) -> list[Delivery] | None:
-        """The user's events after `cursor`, oldest first, or None when the
-        cursor cannot be served (malformed, unknown, or history trimmed past it)."""
+        """The user's events after `cursor`, oldest first and without gaps, or
+        None when the cursor cannot be served: malformed, of another epoch
+        (another incarnation of the history), newer than the newest event, or
+        trimmed past. `0-0` is served while the history still holds seq 1."""
         ...
 
     async def snapshot(self, user_id: str) -> Snapshot:
@@ -125,7 +144,7 @@ class SessionStore(Protocol):
         ...
 
     async def add_session(self, user_id: str) -> None:
-        """This instance now holds at least one socket of `user_id` (a lease)."""
+        """This instance now holds at least one socket of `user_id`."""
         ...
 
     async def remove_session(self, user_id: str) -> None:
@@ -133,9 +152,15 @@ class SessionStore(Protocol):
         ...
 
     async def refresh_leases(self, user_ids: Collection[str]) -> None:
-        """Heartbeat: extend this instance's leases for these users."""
+        """Heartbeat: this instance is alive and holds sockets of these users.
+
+        A lease is per instance: an instance that stops beating (killed)
+        loses all its sessions at once after `lease_ttl_s`; one that beats
+        keeps every session it added and did not remove. The per-user entries
+        are rewritten here only when they may have been lost, and in bounded
+        chunks, so a beat costs about the same with 10 users or 10,000."""
         ...
 
     async def locate(self, user_ids: Collection[str]) -> dict[str, set[str]]:
-        """For each user, the instances holding a live session lease."""
+        """For each user, the live instances holding a session of the user."""
         ...

@@ -14,6 +14,7 @@ def open_sessions(
     key_prefix: str = "orderpush",
     history_max: int = 1000,
     lease_ttl_s: float = 30.0,
+    history_idle_s: float = 7 * 86_400.0,
 ) -> SessionStore:
     parts = urlsplit(url)
     if parts.scheme == "memory":
@@ -24,6 +25,7 @@ def open_sessions(
             instance_id,
             history_max=history_max,
             lease_ttl_s=lease_ttl_s,
+            history_idle_s=history_idle_s,
         )
     if parts.scheme in ("redis", "rediss"):
         from gateway.sessions.redis import RedisSessionStore
@@ -34,5 +36,6 @@ def open_sessions(
             key_prefix=key_prefix,
             history_max=history_max,
             lease_ttl_s=lease_ttl_s,
+            history_idle_s=history_idle_s,
         )
     raise ValueError(f"sessions URL {url!r}: scheme must be memory:// or redis://")

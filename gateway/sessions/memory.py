@@ -1,10 +1,15 @@
 """The embedded default session store: all instances of one process share a
-backplane, so routing between instances works (and is tested) without Redis."""
+backplane, so routing between instances works (and is tested) without Redis.
+
+It keeps the Redis store's rules (sessions/base.py): per-user histories with
+gap-free `<epoch>-<seq>` cursors, dedupe by the event ids still in the
+history, idle expiry, and per-instance leases.
+"""
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -17,30 +22,47 @@ from gateway.sessions.base import (
     OrderState,
     Snapshot,
     cursor_key,
+    make_cursor,
 )
 
-#: How many event ids are remembered to drop redelivered events.
-SEEN_EVENT_IDS_MAX = 100_000
+#: Default idle time after which a user's history and view are dropped.
+HISTORY_IDLE_S = 7 * 86_400.0
 
 
 @dataclass
 class _History:
+    epoch: int
+    seq: int = 0
     entries: deque[Delivery] = field(default_factory=deque)
-    last_id: tuple[int, int] = (0, 0)
-    # Newest id ever trimmed away: a cursor older than it cannot be served.
-    max_deleted: tuple[int, int] = (0, 0)
+    #: event_id -> cursor, for the events still in `entries`: the dedupe window.
+    ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _User:
+    history: _History | None = None
+    view: dict[str, OrderState] = field(default_factory=dict)
+    touched: float = 0.0  # monotonic time of the last append
 
 
 class MemoryBackplane:
     """State shared by the MemorySessionStore instances of one process."""
 
     def __init__(self) -> None:
-        self.histories: dict[str, _History] = {}
-        self.views: dict[str, dict[str, OrderState]] = {}
-        # event_id -> the cursor it was appended under
-        self.seen: OrderedDict[str, str] = OrderedDict()
-        self.leases: dict[str, dict[str, float]] = {}
+        self.users: dict[str, _User] = {}
+        #: user_id -> instances holding a session of the user
+        self.sessions: dict[str, set[str]] = {}
+        #: instance_id -> expiry (monotonic) of its lease
+        self.alive: dict[str, float] = {}
         self.instances: dict[str, DeliverFn] = {}
+        self.last_epoch = 0
+        self.last_sweep = 0.0
+
+    def new_epoch(self) -> int:
+        # Epochs only grow, even within one millisecond, so that a history
+        # created again is never mistaken for the one before.
+        self.last_epoch = max(int(time.time() * 1000), self.last_epoch + 1)
+        return self.last_epoch
 
 
 _backplanes: dict[str, MemoryBackplane] = {}
@@ -59,63 +81,82 @@ class MemorySessionStore:
         *,
         history_max: int = 1000,
         lease_ttl_s: float = 30.0,
+        history_idle_s: float = HISTORY_IDLE_S,
     ) -> None:
         self._bp = backplane
         self.instance_id = instance_id
         self.history_max = history_max
         self.lease_ttl_s = lease_ttl_s
+        self.history_idle_s = history_idle_s
 
     async def start(self, deliver: DeliverFn, on_gap: GapFn | None = None) -> None:
         # In-process routing is a direct call: it cannot lose anything.
         self._bp.instances[self.instance_id] = deliver
+        self._beat()
 
     async def stop(self) -> None:
         self._bp.instances.pop(self.instance_id, None)
-        for holders in self._bp.leases.values():
-            holders.pop(self.instance_id, None)
+        self._bp.alive.pop(self.instance_id, None)
+        for holders in self._bp.sessions.values():
+            holders.discard(self.instance_id)
 
     # -- history and view ------------------------------------------------
 
-    def _next_id(self, history: _History) -> tuple[int, int]:
-        ms = int(time.time() * 1000)
-        last_ms, last_seq = history.last_id
-        history.last_id = (ms, 0) if ms > last_ms else (last_ms, last_seq + 1)
-        return history.last_id
+    def _user(self, user_id: str) -> _User | None:
+        """The user's state, or None when it never existed or went idle."""
+        user = self._bp.users.get(user_id)
+        if user is not None and time.monotonic() - user.touched > self.history_idle_s:
+            del self._bp.users[user_id]
+            return None
+        return user
+
+    def _sweep(self) -> None:
+        """Drop idle users now and then, so memory stays bounded."""
+        now = time.monotonic()
+        if now - self._bp.last_sweep < min(60.0, self.history_idle_s / 4):
+            return
+        self._bp.last_sweep = now
+        idle = [u for u, s in self._bp.users.items() if now - s.touched > self.history_idle_s]
+        for user_id in idle:
+            del self._bp.users[user_id]
 
     def _append(self, item: Incoming) -> Delivery:
         event = item.event
-        first_cursor = self._bp.seen.get(event.event_id)
+        user = self._user(event.user_id) or self._bp.users.setdefault(event.user_id, _User())
+        user.touched = time.monotonic()
+        history = user.history
+        if history is None:
+            history = user.history = _History(self._bp.new_epoch())
+        first_cursor = history.ids.get(event.event_id)
         if first_cursor is not None:
             return Delivery(
                 event.user_id, first_cursor, event, item.raw, item.produced_ms, item.traceparent
             )
-        history = self._bp.histories.setdefault(event.user_id, _History())
-        ms, seq = self._next_id(history)
+        history.seq += 1
+        cursor = make_cursor(history.epoch, history.seq)
         delivery = Delivery(
-            event.user_id, f"{ms}-{seq}", event, item.raw, item.produced_ms, item.traceparent
+            event.user_id, cursor, event, item.raw, item.produced_ms, item.traceparent
         )
-        self._bp.seen[event.event_id] = delivery.cursor
-        if len(self._bp.seen) > SEEN_EVENT_IDS_MAX:
-            self._bp.seen.popitem(last=False)
+        history.ids[event.event_id] = cursor
         history.entries.append(delivery)
         while len(history.entries) > self.history_max:
-            history.max_deleted = cursor_key(history.entries.popleft().cursor)
+            gone = history.entries.popleft()
+            history.ids.pop(gone.event.event_id, None)
         if event.is_order_event and event.status is not None and event.version is not None:
-            view = self._bp.views.setdefault(event.user_id, {})
-            known = view.get(event.order_id)
+            known = user.view.get(event.order_id)
             if known is None or event.version > known.version:
-                view[event.order_id] = OrderState(
+                user.view[event.order_id] = OrderState(
                     event.order_id, event.status, event.version, event.occurred_at
                 )
         return delivery
 
     async def publish(self, items: Sequence[Incoming]) -> list[Delivery]:
+        self._sweep()
         deliveries = [self._append(item) for item in items]
-        now = time.monotonic()
         remote: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
-            for instance, expiry in self._bp.leases.get(delivery.user_id, {}).items():
-                if instance != self.instance_id and expiry > now:
+            for instance in self._holders(delivery.user_id):
+                if instance != self.instance_id:
                     remote.setdefault(instance, []).append(delivery)
         for instance, batch in remote.items():
             deliver = self._bp.instances.get(instance)
@@ -125,42 +166,51 @@ class MemorySessionStore:
 
     async def history_since(self, user_id: str, cursor: str) -> list[Delivery] | None:
         try:
-            key = cursor_key(cursor)
+            epoch, seq = cursor_key(cursor)
         except ValueError:
             return None
-        history = self._bp.histories.get(user_id)
+        user = self._user(user_id)
+        history = user.history if user is not None else None
         if history is None:
-            return [] if key == (0, 0) else None
-        if key < history.max_deleted or key > history.last_id:
+            return [] if (epoch, seq) == (0, 0) else None
+        if (epoch, seq) == (0, 0):
+            epoch = history.epoch
+        first_seq = history.seq - len(history.entries) + 1
+        if epoch != history.epoch or not first_seq - 1 <= seq <= history.seq:
             return None
-        return [d for d in history.entries if cursor_key(d.cursor) > key]
+        return list(history.entries)[seq - first_seq + 1 :]
 
     async def snapshot(self, user_id: str) -> Snapshot:
-        history = self._bp.histories.get(user_id)
-        cursor = ZERO_CURSOR if history is None else "{}-{}".format(*history.last_id)
-        orders = sorted(self._bp.views.get(user_id, {}).values(), key=lambda o: o.order_id)
-        return Snapshot(orders, cursor)
+        user = self._user(user_id)
+        if user is None:
+            return Snapshot([], ZERO_CURSOR)
+        history = user.history
+        cursor = ZERO_CURSOR if history is None else make_cursor(history.epoch, history.seq)
+        return Snapshot(sorted(user.view.values(), key=lambda o: o.order_id), cursor)
 
     # -- session leases --------------------------------------------------
 
+    def _beat(self) -> None:
+        self._bp.alive[self.instance_id] = time.monotonic() + self.lease_ttl_s
+
+    def _holders(self, user_id: str) -> set[str]:
+        now = time.monotonic()
+        return {i for i in self._bp.sessions.get(user_id, ()) if self._bp.alive.get(i, 0.0) > now}
+
     async def add_session(self, user_id: str) -> None:
-        expiry = time.monotonic() + self.lease_ttl_s
-        self._bp.leases.setdefault(user_id, {})[self.instance_id] = expiry
+        self._bp.sessions.setdefault(user_id, set()).add(self.instance_id)
 
     async def remove_session(self, user_id: str) -> None:
-        holders = self._bp.leases.get(user_id)
+        holders = self._bp.sessions.get(user_id)
         if holders is not None:
-            holders.pop(self.instance_id, None)
+            holders.discard(self.instance_id)
             if not holders:
-                del self._bp.leases[user_id]
+                del self._bp.sessions[user_id]
 
     async def refresh_leases(self, user_ids: Collection[str]) -> None:
         for user_id in user_ids:
             await self.add_session(user_id)
+        self._beat()
 
     async def locate(self, user_ids: Collection[str]) -> dict[str, set[str]]:
-        now = time.monotonic()
-        return {
-            user: {i for i, exp in self._bp.leases.get(user, {}).items() if exp > now}
-            for user in user_ids
-        }
+        return {user: self._holders(user) for user in user_ids}

@@ -1,34 +1,57 @@
 """The Redis session store, for gateway instances on many machines.
 
-Keys, under `key_prefix` (a user's keys share the hash tag `{user}`, so they sit
-in one Redis Cluster slot and one script may touch them together):
+Keys, under `key_prefix` (a user's keys share the hash tag `{user}`):
 
-    PREFIX:{user}:h             stream: the replay history, entry ids are the cursors
-    PREFIX:{user}:v             hash: order_id -> OrderState JSON (the order view)
-    PREFIX:{user}:s             sorted set: instance_id -> lease expiry (epoch ms)
-    PREFIX:{user}:e:EVENT_ID    string: marks an appended event, to skip redeliveries
-    PREFIX:instance:ID          pub/sub channel of one gateway instance
+    PREFIX:{user}:h     stream: the replay history; entry ids are the cursors,
+                        `<epoch>-<seq>` (epoch: Redis time in ms when this
+                        history was created; seq: 1, 2, 3, ... without gaps)
+    PREFIX:{user}:v     hash: order_id -> OrderState JSON (the order view)
+    PREFIX:{user}:d     hash: event_id -> "ATTEMPT_TOKEN CURSOR" for the events
+                        still in the history (dedupe; trimmed with it)
+    PREFIX:{user}:s     set: ids of the instances holding sockets of the user
+                        (written on a user's first socket on an instance and
+                        removed with its last; refreshed slowly, see below)
+    PREFIX:instances    sorted set: instance_id -> lease expiry (epoch ms); the
+                        one key an instance's heartbeat writes
+    PREFIX:instance:ID  pub/sub channel of one gateway instance
 
-Routing between instances is pub/sub, so at most once: what is sent while an
-instance is reconnecting is lost. `redis_routes.RouteListener` reports every
-such gap, and the gateway refills it from the history (the safety net).
+Leases are per instance: `{user}:s` says where the user's sockets are, and an
+entry counts only while its instance's score in `instances` is in the
+future. A killed instance stops beating and all its entries die with it
+after `lease_ttl_s`; the append script prunes them as it meets them. A beat
+is one ZADD, whatever the number of users. If a beat finds the instance's
+own lease gone (Redis restarted empty, or a stall longer than the TTL got it
+pruned), the instance writes all its `{user}:s` entries again, in bounded
+chunks, and reports a routing gap so its sockets are refilled from history.
+
+Idle expiry: `h`, `v` and `d` get a TTL of `history_idle_s` on every append,
+`s` on every write; a user without events for that long costs nothing. A
+history created again starts a new epoch, so older cursors get a snapshot.
+
+One append script call per batch (`_APPEND_LUA`) appends every event, looks
+the leases up and PUBLISHes the routes, atomically: one round trip per
+batch, and routes leave in cursor order. It touches many users' keys, so it
+needs a single Redis (not Redis Cluster). Routing is pub/sub, so at most once
+on the receiving side: `redis_routes.RouteListener` reports every dropped
+subscription as a gap, and the gateway refills from history.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import uuid
+from collections import deque
 from collections.abc import Collection, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.events import PoisonEvent, decode_event
 from gateway.sessions.base import (
@@ -41,54 +64,171 @@ from gateway.sessions.base import (
     SessionStoreError,
     Snapshot,
     cursor_key,
+    make_cursor,
 )
-from gateway.sessions.redis_routes import RouteListener, encode_routes, epoch_ms
+from gateway.sessions.redis_routes import RouteListener, epoch_ms
 
 log = logging.getLogger(__name__)
 
-#: How long an appended event id is remembered. Redeliveries come from Kafka
-#: offsets not yet committed, i.e. within minutes; a day leaves a wide margin.
-DEDUPE_TTL_S: Final = 86_400.0
-#: Bounded backoff of the pub/sub reader after losing its connection.
+#: Default idle time after which a user's history, view and dedupe map expire.
+HISTORY_IDLE_S: Final = 7 * 86_400.0
 POOL_MAX_CONNECTIONS: Final = 64
 POOL_WAIT_S: Final = 10.0
 SOCKET_TIMEOUT_S: Final = 5.0
+#: Users whose `{user}:s` entry one heartbeat rewrites (more when needed to
+#: go round all local users well within the idle time); bounds a beat's work.
+SWEEP_CHUNK_MIN: Final = 200
+#: Users per script call when many session entries are written at once.
+SESSIONS_CHUNK: Final = 1000
+_batch_encoder: Final = msgspec.msgpack.Encoder()
+_state_encoder: Final = msgspec.json.Encoder()
 
-# Appends one event. Atomic, so the dedupe marker, the history entry and the
-# view never disagree. KEYS: marker, stream, view. ARGV: attempt token, marker
-# TTL (s), history max, raw, produced_ms, order_id ('' = no view update),
-# version, OrderState JSON, traceparent ('' = none).
-_APPEND_LUA: Final = """
-local marker = redis.call('GET', KEYS[1])
-if marker then
-  -- Appended before: by our own pipeline retried after a lost reply (same
-  -- token: still new to the caller), or a redelivery (another token). Either
-  -- way the entry keeps its cursor and is routed again; sockets drop what
-  -- they already have, and those that missed it (a crash between append and
-  -- route) get it now.
-  local token, id = string.match(marker, '^(%S+) (.+)$')
-  if token == ARGV[1] then return {id, 1} end
-  return {id, 0}
+# Appends a batch. KEYS: [1] the instances zset. ARGV: [1] attempt token,
+# [2] history max, [3] idle ms, [4] now ms (lease clock), [5] key prefix,
+# [6] this instance, [7] the batch, msgpack: [user ids, events], each event
+# [user index (1-based), event_id, raw, produced_ms, traceparent ('' = none),
+# order_id ('' = no view update), version, OrderState JSON]. One packed
+# argument instead of eight per event: packing thousands of arguments was
+# the client's largest cost. The script names the users' keys itself (from
+# the prefix), so it needs a single Redis, not a Cluster. Returns per event
+# its cursor and "new" flag, then the number of instances routed to.
+_APPEND_LUA: Final = r"""
+local token, hmax, idle = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local now, prefix, me = tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local batch = cmsgpack.unpack(ARGV[7])
+local ids, events = batch[1], batch[2]
+local users, alive, routes, targets, out = {}, {}, {}, {}, {}
+
+local function be(n, bytes)  -- n as big-endian unsigned bytes
+  local s = ''
+  for _ = 1, bytes do s = string.char(n % 256) .. s; n = math.floor(n / 256) end
+  return s
 end
-local excess = redis.call('XLEN', KEYS[2]) + 1 - tonumber(ARGV[3])
-local trimmed = excess > 0 and redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', excess)
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '*',
-                      'raw', ARGV[4], 'produced_ms', ARGV[5], 'tp', ARGV[9])
-if trimmed then
-  -- Trimming leaves max-deleted-entry-id alone (only XDEL sets it): record the
-  -- newest trimmed id there, so history_since knows which cursors are lost.
-  redis.call('XSETID', KEYS[2], id, 'MAXDELETEDID', trimmed[#trimmed][1])
+local function bin(s)  -- msgpack bin: raw stays bytes for the receiver
+  local n = #s
+  if n < 256 then return '\196' .. be(n, 1) .. s end
+  if n < 65536 then return '\197' .. be(n, 2) .. s end
+  return '\198' .. be(n, 4) .. s
 end
-if ARGV[6] ~= '' then
-  local known = redis.call('HGET', KEYS[3], ARGV[6])
-  if not known or cjson.decode(known)['version'] < tonumber(ARGV[7]) then
-    redis.call('HSET', KEYS[3], ARGV[6], ARGV[8])
+local function arr(n)
+  if n < 16 then return string.char(144 + n) end
+  if n < 65536 then return '\220' .. be(n, 2) end
+  return '\221' .. be(n, 4)
+end
+
+local function user(u)
+  local st = users[u]
+  if st then return st end
+  local id = ids[u]
+  local base = prefix .. ':{' .. id .. '}:'
+  st = {id = id, h = base .. 'h', v = base .. 'v', d = base .. 'd', s = base .. 's', holders = {}}
+  local last = redis.call('XREVRANGE', st.h, '+', '-', 'COUNT', 1)[1]
+  if last then
+    local e, q = string.match(last[1], '^(%d+)-(%d+)$')
+    st.epoch, st.seq, st.len = e, tonumber(q), redis.call('XLEN', st.h)
+  else
+    -- A new incarnation: its epoch is Redis's clock, so it differs from any
+    -- before it and their cursors are refused instead of silently misread.
+    local t = redis.call('TIME')
+    st.epoch = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+    st.seq, st.len = 0, 0
+    redis.call('DEL', st.d)
+  end
+  for _, m in ipairs(redis.call('SMEMBERS', st.s)) do
+    if m ~= me then
+      local ok = alive[m]
+      if ok == nil then
+        local score = redis.call('ZSCORE', KEYS[1], m)
+        ok = (score and tonumber(score) > now) or false
+        alive[m] = ok
+      end
+      if ok then st.holders[#st.holders + 1] = m else redis.call('SREM', st.s, m) end
+    end
+  end
+  users[u] = st
+  return st
+end
+
+for _, ev in ipairs(events) do
+  local st = user(ev[1])
+  local eid, raw, produced, tp = ev[2], ev[3], ev[4], ev[5]
+  local marker = redis.call('HGET', st.d, eid)
+  local cursor, new
+  if marker then
+    -- Appended before: by this very call retried after a lost reply (same
+    -- token: still new to the caller), or a redelivery. Either way it keeps
+    -- its cursor and is routed again; sockets drop what they have.
+    local tok, cur = string.match(marker, '^(%S+) (.+)$')
+    cursor, new = cur, (tok == token) and 1 or 0
+  else
+    st.seq = st.seq + 1
+    cursor = st.epoch .. '-' .. string.format('%d', st.seq)
+    if st.len >= hmax then
+      -- The oldest entries leave the history; their ids leave the dedupe map.
+      for _, entry in ipairs(redis.call('XRANGE', st.h, '-', '+', 'COUNT', st.len - hmax + 1)) do
+        local f = entry[2]
+        for j = 1, #f, 2 do
+          if f[j] == 'id' then redis.call('HDEL', st.d, f[j + 1]) end
+        end
+      end
+      st.len = hmax - 1
+    end
+    redis.call('XADD', st.h, 'MAXLEN', '=', hmax, cursor,
+               'raw', raw, 'produced_ms', produced, 'tp', tp, 'id', eid)
+    st.len = st.len + 1
+    if ev[6] ~= '' then
+      local known = redis.call('HGET', st.v, ev[6])
+      if not known or cjson.decode(known)['version'] < ev[7] then
+        redis.call('HSET', st.v, ev[6], ev[8])
+      end
+    end
+    redis.call('HSET', st.d, eid, token .. ' ' .. cursor)
+    st.touched = true
+    new = 1
+  end
+  out[#out + 1] = cursor
+  out[#out + 1] = new
+  if #st.holders > 0 then
+    local elem = '\149' .. cmsgpack.pack(st.id) .. cmsgpack.pack(cursor) .. bin(raw) ..
+                 cmsgpack.pack(produced) .. (tp ~= '' and cmsgpack.pack(tp) or '\192')
+    for _, m in ipairs(st.holders) do
+      local r = routes[m]
+      if not r then r = {}; routes[m] = r; targets[#targets + 1] = m end
+      r[#r + 1] = elem
+    end
   end
 end
--- Marked last: if a call above fails, a retry appends the event instead of skipping it.
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. id, 'EX', ARGV[2])
-return {id, 1}
+for _, st in pairs(users) do
+  if st.touched then
+    redis.call('PEXPIRE', st.h, idle)
+    redis.call('PEXPIRE', st.v, idle)
+    redis.call('PEXPIRE', st.d, idle)
+  end
+end
+for _, m in ipairs(targets) do
+  redis.call('PUBLISH', prefix .. ':instance:' .. m, arr(#routes[m]) .. table.concat(routes[m]))
+end
+out[#out + 1] = #targets
+return out
 """
+# Writes (idle ms given) or removes (idle '') this instance's entry in the
+# session sets of many users. ARGV: [1] key prefix, [2] this instance,
+# [3] idle ms or '', [4] msgpack list of user ids. One argument for all the
+# users: a pipeline of two commands per user costs the client far more.
+_SESSIONS_LUA: Final = r"""
+local prefix, me, idle = ARGV[1], ARGV[2], ARGV[3]
+for _, id in ipairs(cmsgpack.unpack(ARGV[4])) do
+  local key = prefix .. ':{' .. id .. '}:s'
+  if idle == '' then
+    redis.call('SREM', key, me)
+  else
+    redis.call('SADD', key, me)
+    redis.call('PEXPIRE', key, idle)
+  end
+end
+return 0
+"""
+_SESSIONS_SHA: Final = hashlib.sha1(_SESSIONS_LUA.encode()).hexdigest()
 _APPEND_SHA: Final = hashlib.sha1(_APPEND_LUA.encode()).hexdigest()
 
 
@@ -118,13 +258,13 @@ class RedisSessionStore:
         key_prefix: str = "orderpush",
         history_max: int = 1000,
         lease_ttl_s: float = 30.0,
-        dedupe_ttl_s: float = DEDUPE_TTL_S,
+        history_idle_s: float = HISTORY_IDLE_S,
     ) -> None:
         self.url = redact_url(url)
         if "{" in key_prefix or "}" in key_prefix:
             raise SessionStoreError(f"key prefix {key_prefix!r} must not contain braces")
-        if history_max < 1 or lease_ttl_s <= 0 or dedupe_ttl_s <= 0:
-            raise SessionStoreError("history_max, lease_ttl_s and dedupe_ttl_s must be positive")
+        if history_max < 1 or lease_ttl_s <= 0 or history_idle_s <= 0:
+            raise SessionStoreError("history_max, lease_ttl_s and history_idle_s must be positive")
         try:
             # Lazy: nothing connects before start(); a malformed URL fails here.
             # A burst of handshakes must queue for a connection, not fail: the
@@ -152,17 +292,20 @@ class RedisSessionStore:
         self.instance_id = instance_id
         self.history_max = history_max
         self.lease_ttl_s = lease_ttl_s
+        self.history_idle_s = history_idle_s
+        self._idle_ms = max(1, round(history_idle_s * 1000))
         self._prefix = key_prefix
-        self._dedupe_ttl_s = max(1, round(dedupe_ttl_s))
         self._listener: RouteListener | None = None
+        self._on_gap: GapFn | None = None
         self._local_users: set[str] = set()
+        self._sweep: deque[str] = deque()
         self._stopped = False
-        #: Redis round trips (pipelines and single commands) made so far.
+        #: Redis round trips (pipelines, scripts and single commands) made so far.
         self.round_trips = 0
         #: Events appended to a history (duplicates excluded).
         self.published_events = 0
-        #: Batches that could not be routed to another instance.
-        self.route_failures = 0
+        #: Times this instance found its own lease gone and wrote its sessions again.
+        self.lease_rewrites = 0
 
     @property
     def bad_messages(self) -> int:
@@ -182,19 +325,20 @@ class RedisSessionStore:
     def _instance_channel(self, instance_id: str) -> str:
         return f"{self._prefix}:instance:{instance_id}"
 
-    async def _execute(self, pipe: Pipeline, *, raise_on_error: bool = True) -> list[Any]:
-        self.round_trips += 1
-        return await pipe.execute(raise_on_error=raise_on_error)
+    @property
+    def _instances_key(self) -> str:
+        return f"{self._prefix}:instances"
 
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self, deliver: DeliverFn, on_gap: GapFn | None = None) -> None:
+        self._on_gap = on_gap
         self._listener = RouteListener(
             self._redis, self._instance_channel(self.instance_id), self.url, deliver, on_gap
         )
         try:
-            self.round_trips += 1
-            await self._redis.script_load(_APPEND_LUA)
+            await self._load_scripts()
+            await self._beat()
             await self._listener.start()
         except (RedisError, OSError) as exc:
             raise SessionStoreError(f"cannot reach Redis at {self.url}: {exc}") from exc
@@ -205,16 +349,15 @@ class RedisSessionStore:
         self._stopped = True
         if self._listener is not None:
             await self._listener.stop()
-        if self._local_users:
-            pipe = self._redis.pipeline(transaction=False)
-            for user_id in self._local_users:
-                pipe.zrem(self._key(user_id, "s"), self.instance_id)
-            try:
-                await self._execute(pipe)
-            except RedisError as exc:
-                # The leases expire on their own; stopping must not fail for this.
-                log.warning("sessions: could not drop leases on %s: %s", self.url, exc)
-            self._local_users.clear()
+        try:
+            self.round_trips += 1
+            await self._redis.zrem(self._instances_key, self.instance_id)
+            await self._write_sessions(list(self._local_users), remove=True)
+        except RedisError as exc:
+            # Without our lease the entries count for nothing; they are pruned
+            # or expire. Stopping must not fail for this.
+            log.warning("sessions: could not drop leases on %s: %s", self.url, exc)
+        self._local_users.clear()
         await self._redis.aclose()
 
     # -- publish -----------------------------------------------------------
@@ -227,114 +370,96 @@ class RedisSessionStore:
         batch = list(unique.values())
         if not batch:
             return []
-        users = list(dict.fromkeys(item.event.user_id for item in batch))
-        appended, holders = await self._append(batch, users)
+        # One token per call, so our own retries are not taken for redeliveries.
+        reply = await self._run_append(self._append_args(batch, uuid.uuid4().hex))
         deliveries = [
             Delivery(
                 item.event.user_id,
-                _str(entry[0]),
+                _str(reply[2 * n]),
                 item.event,
                 item.raw,
                 item.produced_ms,
                 item.traceparent,
             )
-            for item, entry in zip(batch, appended, strict=True)
+            for n, item in enumerate(batch)
         ]
-        self.published_events += sum(int(entry[1]) for entry in appended)
-        await self._route(deliveries, dict(zip(users, holders, strict=True)))
+        self.published_events += sum(int(flag) for flag in reply[1 : 2 * len(batch) : 2])
         return deliveries
 
-    async def _append(
-        self, batch: list[Incoming], users: list[str]
-    ) -> tuple[list[list[Any]], list[list[bytes]]]:
-        """Round trip 1: run the append script per event and read the leases."""
-        token = uuid.uuid4().hex  # one per call, so our own retries are not "duplicates"
-        now_ms = epoch_ms()
-        for attempt in range(2):
-            pipe = self._redis.pipeline(transaction=False)
-            for item in batch:
-                self._queue_append(pipe, item, token)
-            for user_id in users:
-                pipe.zrangebyscore(self._key(user_id, "s"), f"({now_ms}", "+inf")
-            results = await self._execute(pipe, raise_on_error=False)
-            if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):
-                # Script cache flushed (Redis restarted): load it and run again;
-                # the token makes already-appended events come back, not vanish.
-                self.round_trips += 1
-                await self._redis.script_load(_APPEND_LUA)
-                continue
-            break
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return results[: len(batch)], results[len(batch) :]
-
-    def _queue_append(self, pipe: Pipeline, item: Incoming, token: str) -> None:
-        event = item.event
-        view_args: tuple[str, int, bytes] = ("", 0, b"")
-        if event.is_order_event and event.status is not None and event.version is not None:
-            state = OrderState(event.order_id, event.status, event.version, event.occurred_at)
-            view_args = (event.order_id, event.version, msgspec.json.encode(state))
-        user_id = event.user_id
-        pipe.evalsha(
-            _APPEND_SHA,
-            3,
-            self._key(user_id, f"e:{event.event_id}"),
-            self._key(user_id, "h"),
-            self._key(user_id, "v"),
+    def _append_args(self, batch: Sequence[Incoming], token: str) -> tuple[list[str], list[Any]]:
+        users: dict[str, int] = {}
+        # Text, not bytes: Redis's cmsgpack cannot read msgpack's bin type.
+        # Record values are valid UTF-8 (they decoded as JSON).
+        events: list[tuple[int, str, str, int, str, str, int, str]] = []
+        for item in batch:
+            event = item.event
+            index = users.setdefault(event.user_id, len(users) + 1)
+            order_id, version, state = "", 0, ""
+            if event.is_order_event and event.status is not None and event.version is not None:
+                order_id, version = event.order_id, event.version
+                state = _state_encoder.encode(
+                    OrderState(event.order_id, event.status, event.version, event.occurred_at)
+                ).decode()
+            events.append(
+                (
+                    index,
+                    event.event_id,
+                    item.raw.decode(),
+                    item.produced_ms,
+                    item.traceparent or "",
+                    order_id,
+                    version,
+                    state,
+                )
+            )
+        args: list[Any] = [
             token,
-            self._dedupe_ttl_s,
             self.history_max,
-            item.raw,
-            item.produced_ms,
-            *view_args,
-            item.traceparent or "",
-        )
+            self._idle_ms,
+            epoch_ms(),
+            self._prefix,
+            self.instance_id,
+            _batch_encoder.encode((list(users), events)),
+        ]
+        return [self._instances_key], args
 
-    async def _route(self, deliveries: list[Delivery], holders: dict[str, list[bytes]]) -> None:
-        """Round trip 2: one PUBLISH per other instance holding users of the batch."""
-        outgoing: dict[str, list[Delivery]] = {}
-        for d in deliveries:
-            for member in holders[d.user_id]:
-                instance = _str(member)
-                if instance != self.instance_id:
-                    outgoing.setdefault(instance, []).append(d)
-        if not outgoing:
-            return
-        pipe = self._redis.pipeline(transaction=False)
-        for instance, routed_batch in outgoing.items():
-            pipe.publish(self._instance_channel(instance), encode_routes(routed_batch))
+    async def _run_append(self, keys_args: tuple[list[str], list[Any]]) -> list[Any]:
+        """One round trip; two if the script cache was flushed (Redis restarted)."""
+        keys, args = keys_args
+        self.round_trips += 1
         try:
-            await self._execute(pipe)
-        except RedisError as exc:
-            # Not raised: the events are in the histories already, and a caller
-            # retrying would see them skipped as duplicates. Clients resume.
-            self.route_failures += 1
-            log.warning("sessions: routing to %s failed: %s", sorted(outgoing), exc)
+            reply: list[Any] = await self._redis.evalsha(_APPEND_SHA, len(keys), *keys, *args)
+        except NoScriptError:
+            # Same token on the second try: what the first one appended (if
+            # anything) comes back as new, not as a duplicate.
+            await self._load_scripts()
+            self.round_trips += 1
+            reply = await self._redis.evalsha(_APPEND_SHA, len(keys), *keys, *args)
+        return reply
 
     # -- history and view --------------------------------------------------
 
     async def history_since(self, user_id: str, cursor: str) -> list[Delivery] | None:
         try:
-            key = cursor_key(cursor)
+            epoch, seq = cursor_key(cursor)
         except ValueError:
             return None
         stream = self._key(user_id, "h")
         # One transaction: trimming between the two reads would open a silent gap.
         pipe = self._redis.pipeline(transaction=True)
-        pipe.xinfo_stream(stream)
-        pipe.xrange(stream, min=f"({cursor}", max="+")
-        info, entries = await self._execute(pipe, raise_on_error=False)
-        if isinstance(info, ResponseError):
-            if "no such key" not in str(info).lower():
-                raise info
-            return [] if key == (0, 0) else None
-        if isinstance(entries, ResponseError):
-            return None  # a cursor Redis cannot parse (e.g. beyond 64 bits)
-        oldest_served = cursor_key(_str(info["max-deleted-entry-id"]))
-        newest = cursor_key(_str(info["last-generated-id"]))
-        if key < oldest_served or key > newest:
-            return None
+        pipe.xrevrange(stream, max="+", min="-", count=1)
+        pipe.xrange(stream, min=f"({cursor}" if (epoch, seq) != (0, 0) else "-", max="+")
+        self.round_trips += 1
+        last, entries = await pipe.execute()
+        if not last:
+            return [] if (epoch, seq) == (0, 0) else None
+        last_epoch, last_seq = cursor_key(_str(last[0][0]))
+        if (epoch, seq) == (0, 0):
+            epoch = last_epoch
+        if epoch != last_epoch or seq > last_seq:
+            return None  # another incarnation of the history, or from the future
+        if entries and _str(entries[0][0]) != make_cursor(epoch, seq + 1):
+            return None  # trimmed past the cursor
         history: list[Delivery] = []
         for entry_id, fields in entries:
             try:
@@ -354,7 +479,8 @@ class RedisSessionStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(self._key(user_id, "v"))
         pipe.xrevrange(self._key(user_id, "h"), max="+", min="-", count=1)
-        view, last = await self._execute(pipe)
+        self.round_trips += 1
+        view, last = await pipe.execute()
         orders = sorted(
             (msgspec.json.decode(raw, type=OrderState) for raw in view.values()),
             key=lambda order: order.order_id,
@@ -365,43 +491,90 @@ class RedisSessionStore:
     # -- session leases ----------------------------------------------------
 
     async def add_session(self, user_id: str) -> None:
-        await self.refresh_leases([user_id])
+        self._local_users.add(user_id)
+        await self._write_sessions([user_id])
+
+    async def _write_sessions(self, user_ids: Sequence[str], *, remove: bool = False) -> None:
+        """Add (or remove) this instance in the users' session sets, in
+        chunks, yielding to the loop between them."""
+        idle = "" if remove else str(self._idle_ms)
+        for offset in range(0, len(user_ids), SESSIONS_CHUNK):
+            chunk = _batch_encoder.encode(list(user_ids[offset : offset + SESSIONS_CHUNK]))
+            args = (self._prefix, self.instance_id, idle, chunk)
+            self.round_trips += 1
+            try:
+                await self._redis.evalsha(_SESSIONS_SHA, 0, *args)
+            except NoScriptError:
+                await self._load_scripts()
+                self.round_trips += 1
+                await self._redis.evalsha(_SESSIONS_SHA, 0, *args)
+
+    async def _load_scripts(self) -> None:
+        for script in (_APPEND_LUA, _SESSIONS_LUA):
+            self.round_trips += 1
+            await self._redis.script_load(script)
 
     async def remove_session(self, user_id: str) -> None:
         self._local_users.discard(user_id)
         self.round_trips += 1
-        await self._redis.zrem(self._key(user_id, "s"), self.instance_id)
+        await self._redis.srem(self._key(user_id, "s"), self.instance_id)
 
-    async def refresh_leases(self, user_ids: Collection[str]) -> None:
-        if not user_ids:
-            return
+    async def _beat(self) -> bool:
+        """Extend this instance's lease; True when it had been lost."""
         now_ms = epoch_ms()
         ttl_ms = max(1, round(self.lease_ttl_s * 1000))
-        # No MULTI: the users' keys may sit in different cluster slots, and
-        # each user's commands stand on their own.
         pipe = self._redis.pipeline(transaction=False)
-        for user_id in user_ids:
-            leases = self._key(user_id, "s")
-            pipe.zadd(leases, {self.instance_id: now_ms + ttl_ms})
-            pipe.zremrangebyscore(leases, "-inf", now_ms)  # dead instances' leases
-            # The key outlives every lease in it and then vanishes by itself:
-            # set a TTL on a new key, else only ever extend it (another
-            # instance may hold a longer lease).
-            pipe.pexpire(leases, ttl_ms, nx=True)
-            pipe.pexpire(leases, ttl_ms, gt=True)
-        await self._execute(pipe)
-        self._local_users.update(user_ids)
+        pipe.zscore(self._instances_key, self.instance_id)
+        pipe.zadd(self._instances_key, {self.instance_id: now_ms + ttl_ms})
+        pipe.zremrangebyscore(self._instances_key, "-inf", now_ms)  # dead instances
+        self.round_trips += 1
+        previous, _, _ = await pipe.execute()
+        return previous is None or float(previous) <= now_ms
+
+    async def refresh_leases(self, user_ids: Collection[str]) -> None:
+        # `user_ids` is the hub's list, taken as this beat began: all the users
+        # this instance holds. Ones we were never told of are written now.
+        unknown = [user for user in user_ids if user not in self._local_users]
+        self._local_users = set(user_ids)
+        lost = await self._beat()
+        if unknown and not lost:
+            await self._write_sessions(unknown)
+        if lost:
+            # Others may have pruned our entries, or Redis lost them: write
+            # them all again (in bounded chunks, yielding between), then say
+            # that routes may have been lost meanwhile.
+            self.lease_rewrites += 1
+            users = list(self._local_users)
+            log.warning(
+                "sessions: lease of %s was lost; rewriting %d", self.instance_id, len(users)
+            )
+            await self._write_sessions(users)
+            if self._on_gap is not None:
+                self._on_gap(epoch_ms())
+            return
+        # Entries expire after the idle time like the rest of a user's keys:
+        # go round the local users, a bounded chunk per beat, well within it.
+        if not self._sweep:
+            self._sweep.extend(self._local_users)
+        beats_per_round = max(1.0, self.history_idle_s / 4 / (self.lease_ttl_s / 3))
+        chunk = max(SWEEP_CHUNK_MIN, math.ceil(len(self._local_users) / beats_per_round))
+        batch = [self._sweep.popleft() for _ in range(min(chunk, len(self._sweep)))]
+        batch = [user for user in batch if user in self._local_users]
+        if batch:
+            await self._write_sessions(batch)
 
     async def locate(self, user_ids: Collection[str]) -> dict[str, set[str]]:
         users = list(user_ids)
         if not users:
             return {}
-        now_ms = epoch_ms()
         pipe = self._redis.pipeline(transaction=False)
+        pipe.zrangebyscore(self._instances_key, f"({epoch_ms()}", "+inf")
         for user_id in users:
-            pipe.zrangebyscore(self._key(user_id, "s"), f"({now_ms}", "+inf")
-        results = await self._execute(pipe)
+            pipe.smembers(self._key(user_id, "s"))
+        self.round_trips += 1
+        live, *members = await pipe.execute()
+        alive = {_str(m) for m in live}
         return {
-            user_id: {_str(member) for member in members}
-            for user_id, members in zip(users, results, strict=True)
+            user_id: {_str(m) for m in found} & alive
+            for user_id, found in zip(users, members, strict=True)
         }

@@ -16,6 +16,14 @@ export interface Backoff {
 /** `{ initialMs: 500, maxMs: 30000, factor: 2 }` */
 export declare const DEFAULT_BACKOFF: Readonly<Backoff>;
 
+/**
+ * The protocol's dedupe rule: true when `cursor` comes after `last`
+ * (cursors are `<epoch>-<seq>`, compared as that pair of numbers), or when
+ * either is not a cursor. An event whose cursor is not after the last one
+ * held is a repeat.
+ */
+export declare function cursorAfter(cursor: string | undefined, last: string | undefined): boolean;
+
 /** What the client knows about one order. Statuses are open-ended: show unknown ones as they are. */
 export interface Order {
   order_id: string;
@@ -151,8 +159,6 @@ export interface OrderpushOptions {
   connectTimeoutMs?: number;
   /** Refresh the token when it expires within this. Default: 30000. */
   tokenMarginMs?: number;
-  /** How many recent `event_id`s are remembered for dedupe. Default: 1000. */
-  dedupeSize?: number;
   /** Keeps user, cursor and orders across page loads (e.g. `sessionStorage`). */
   storage?: StorageLike;
   /** Key under which `storage` keeps them. Default: `'orderpush'`. */

@@ -18,6 +18,24 @@ const OPEN = 1; // WebSocket.OPEN
 const noop = () => {};
 
 /**
+ * The dedupe rule of the protocol: an event is new when its cursor comes
+ * after the last cursor held. Cursors are `<epoch>-<seq>` and compare as
+ * that pair of numbers; the server sends each user's events in that order,
+ * without gaps, so a repeat (a replay after a resume, a route sent twice)
+ * is exactly an event whose cursor is not after the last one.
+ * @param {string | undefined} cursor
+ * @param {string | undefined} last
+ * @returns {boolean} true unless both are cursors and `cursor` is not after `last`
+ */
+export function cursorAfter(cursor, last) {
+  const a = /^(\d+)-(\d+)$/.exec(cursor ?? '');
+  const b = /^(\d+)-(\d+)$/.exec(last ?? '');
+  if (!a || !b) return true;
+  const [ea, sa, eb, sb] = [a[1], a[2], b[1], b[2]].map(Number);
+  return ea > eb || (ea === eb && sa > sb);
+}
+
+/**
  * Decode the payload of a JWT without verifying it (the server verifies).
  * @param {string} token
  * @returns {Record<string, any>} the claims, or `{}` when `token` is not a JWT
@@ -49,7 +67,6 @@ export class OrderpushClient {
   #cursor;
   #user; // user the known orders belong to
   #orders = new Map();
-  #seen = new Set(); // recent event_ids, oldest first
   #listeners = new Map();
   #timer; // reconnect delay
   #pinger;
@@ -68,7 +85,6 @@ export class OrderpushClient {
       now: Date.now,
       tokenMarginMs: 30000,
       connectTimeoutMs: 15000,
-      dedupeSize: 1000,
       storageKey: 'orderpush',
       // explicit `undefined`s keep the defaults
       ...Object.fromEntries(Object.entries(options).filter((entry) => entry[1] !== undefined)),
@@ -280,6 +296,10 @@ export class OrderpushClient {
     }
     if (!m || typeof m !== 'object') return;
     this.#watch(); // any message proves the connection alive
+    if (m.type === 'event' && !cursorAfter(m.cursor, this.#cursor)) {
+      this.#emit('message', m); // a repeat: already passed on
+      return;
+    }
     if (m.cursor != null && /^(snapshot|event|resumed)$/.test(m.type)) this.#cursor = m.cursor;
     switch (m.type) {
       case 'welcome': {
@@ -343,16 +363,11 @@ export class OrderpushClient {
   }
 
   /**
-   * Dedupe one event. Returns 0 to drop it, 1 to pass it on, 2 when it also
-   * changed an order's known status.
+   * Apply a new event (repeats were dropped by cursor). Returns 0 to drop it
+   * (a stale order version: a status never goes back), 1 to pass it on, 2
+   * when it also changed an order's known status.
    */
   #accept(ev) {
-    const id = ev.event_id;
-    if (id != null) {
-      if (this.#seen.has(id)) return 0;
-      this.#seen.add(id);
-      if (this.#seen.size > this.#o.dedupeSize) this.#seen.delete(this.#seen.values().next().value);
-    }
     if (!String(ev.type).startsWith('order.') || typeof ev.version !== 'number') return 1;
     const known = this.#orders.get(ev.order_id);
     if (known && known.version >= ev.version) return 0; // stale or duplicate
@@ -372,7 +387,6 @@ export class OrderpushClient {
   /** Forget everything known (the user changed). */
   #reset() {
     this.#orders.clear();
-    this.#seen.clear();
     this.#cursor = this.#user = undefined;
     this.#save();
     this.#emit('orders', this.orders());

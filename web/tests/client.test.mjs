@@ -2,7 +2,7 @@
 // clock: `node --test web/tests/` (or `npm test` in web/).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { OrderpushClient, connect, decodeJwt, DEFAULT_BACKOFF } from '../static/orderpush.js';
+import { OrderpushClient, connect, cursorAfter, decodeJwt, DEFAULT_BACKOFF } from '../static/orderpush.js';
 
 // ---- fakes ------------------------------------------------------------------
 
@@ -617,23 +617,55 @@ test('order events are deduped by version', () => {
   assert.equal(seen.orders.length, 2, 'orders emitted once per accepted status change');
 });
 
-test('events are deduped by event_id, including events without a version', () => {
+test('events are deduped by cursor, including events without a version', () => {
   const { client, WS, seen } = setup();
   client.connect();
   const ws = handshake(WS);
   const pay = { event_id: 'pay-1', type: 'payment.authorized', order_id: 'o1', user_id: 'alice', occurred_at: 'x', data: {} };
   const inv = { ...pay, event_id: 'inv-1', type: 'inventory.reserved' };
-  ws.receive({ type: 'event', cursor: '1', event: pay });
-  ws.receive({ type: 'event', cursor: '2', event: inv });
-  ws.receive({ type: 'event', cursor: '3', event: { ...pay } });
-  ws.receive({ type: 'event', cursor: '4', event: { ...inv } });
+  ws.receive({ type: 'event', cursor: '7-1', event: pay });
+  ws.receive({ type: 'event', cursor: '7-2', event: inv });
+  ws.receive({ type: 'event', cursor: '7-1', event: { ...pay } }); // a repeat
+  ws.receive({ type: 'event', cursor: '7-2', event: { ...inv } });
   assert.deepEqual(
     seen.event.map((e) => e.event_id),
     ['pay-1', 'inv-1'],
   );
+  assert.equal(client.cursor, '7-2');
+  assert.equal(seen.message.length, 5, 'repeats still reach message listeners');
   assert.equal(client.order('o1'), undefined, 'non-order events do not make up an order status');
   assert.equal(seen.order.length, 2, 'but they are reported per order');
   assert.equal(seen.order[0].event.event_id, 'pay-1');
+});
+
+test('cursorAfter compares epoch, then seq, as numbers', () => {
+  assert.equal(cursorAfter('7-10', '7-9'), true, 'numbers, not strings');
+  assert.equal(cursorAfter('7-9', '7-9'), false);
+  assert.equal(cursorAfter('7-8', '7-9'), false);
+  assert.equal(cursorAfter('8-1', '7-900'), true, 'a new epoch of the history');
+  assert.equal(cursorAfter('6-900', '7-1'), false);
+  assert.equal(cursorAfter('1796138486194-1', '0-0'), true);
+  assert.equal(cursorAfter('7-1', undefined), true);
+  assert.equal(cursorAfter('opaque', '7-1'), true, 'not a cursor: never taken for a repeat');
+});
+
+test('after a resume, the replay repeats nothing the client has', () => {
+  const { client, WS, clock, seen } = setup();
+  client.connect();
+  let ws = handshake(WS);
+  ws.receive({ type: 'snapshot', orders: [], cursor: '7-0' });
+  ws.receive({ type: 'event', cursor: '7-1', event: orderEvent('o1', 1, 'pending') });
+  ws.receive({ type: 'event', cursor: '7-2', event: orderEvent('o2', 1, 'pending') });
+  ws.serverClose(1006);
+  clock.advance(60000);
+  ws = WS.last;
+  ws.open();
+  assert.equal(ws.sent[0].cursor, '7-2');
+  ws.receive(welcome());
+  ws.receive({ type: 'event', cursor: '7-2', event: orderEvent('o2', 1, 'pending') }); // a server repeating itself
+  ws.receive({ type: 'event', cursor: '7-3', event: orderEvent('o1', 2, 'confirmed') });
+  ws.receive({ type: 'resumed', replayed: 1, cursor: '7-3' });
+  assert.deepEqual(seen.event.map((e) => [e.order_id, e.version]), [['o1', 1], ['o2', 1], ['o1', 2]]);
 });
 
 test('a non-order event carrying a version does not shadow the order event', () => {
@@ -644,21 +676,6 @@ test('a non-order event carrying a version does not shadow the order event', () 
   ws.receive({ type: 'event', cursor: '2', event: orderEvent('o9', 1, 'cancelled') });
   assert.equal(seen.event.length, 2);
   assert.equal(client.order('o9').status, 'cancelled');
-});
-
-test('the event_id memory is bounded (dedupeSize), oldest forgotten first', () => {
-  const { client, WS, seen } = setup({ dedupeSize: 3 });
-  client.connect();
-  const ws = handshake(WS);
-  const ev = (id) => ({ type: 'event', cursor: id, event: { event_id: id, type: 'billing.invoiced', order_id: 'o' } });
-  for (const id of ['a', 'b', 'c', 'd']) ws.receive(ev(id));
-  ws.receive(ev('d')); // remembered
-  ws.receive(ev('b')); // remembered
-  ws.receive(ev('a')); // forgotten: passes again
-  assert.deepEqual(
-    seen.event.map((e) => e.event_id),
-    ['a', 'b', 'c', 'd', 'a'],
-  );
 });
 
 test('a snapshot replaces known state and makes older order events stale', () => {
