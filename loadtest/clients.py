@@ -211,13 +211,15 @@ class LoadClient:
         if event is None:
             self.log.bad_frame("event frame without event")
             return
-        if frame.cursor:
+        if frame.cursor and event.user_id == self.log.user_id:
             # The protocol's one dedupe rule, as the JS client applies it: an
             # event whose cursor is not after the last one held is a repeat.
             if not cursor_after(frame.cursor, self.cursor):
                 self.log.repeat(frame.cursor, event.event_id)
                 return
             self.cursor = frame.cursor
+        # (Another user's event, a server bug, is counted by the ledger and
+        # never moves this user's cursor.)
         self.ledger.observe(
             self.log,
             Received(

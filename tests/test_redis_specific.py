@@ -195,6 +195,18 @@ async def test_a_dead_instances_entries_are_pruned_and_a_beat_costs_one_round_tr
     assert b.received == []
 
 
+async def test_a_restarted_instance_does_not_inherit_its_previous_runs_sessions(
+    make_node: NodeFactory,
+) -> None:
+    a = await make_node("a")
+    await (await make_node("b", lease_ttl_s=1.0)).store.add_session("bob")  # then killed
+    again = await make_node("b", lease_ttl_s=1.0)  # same id, a new run
+    await again.store.add_session("carol")
+    await asyncio.sleep(1.3)
+    await again.store.refresh_leases(["carol"])
+    assert await a.store.locate(["bob", "carol"]) == {"bob": set(), "carol": {"b"}}
+
+
 async def test_an_instance_that_lost_its_lease_writes_its_sessions_again(
     make_node: NodeFactory, raw_redis: Redis, prefix: str
 ) -> None:

@@ -8,11 +8,12 @@ Keys, under `key_prefix` (a user's keys share the hash tag `{user}`):
     PREFIX:{user}:v     hash: order_id -> OrderState JSON (the order view)
     PREFIX:{user}:d     hash: event_id -> "ATTEMPT_TOKEN CURSOR" for the events
                         still in the history (dedupe; trimmed with it)
-    PREFIX:{user}:s     set: ids of the instances holding sockets of the user
-                        (written on a user's first socket on an instance and
-                        removed with its last; refreshed slowly, see below)
-    PREFIX:instances    sorted set: instance_id -> lease expiry (epoch ms); the
-                        one key an instance's heartbeat writes
+    PREFIX:{user}:s     set: the instances holding sockets of the user, as
+                        RUN/INSTANCE_ID (RUN: 12 hex digits, new at each
+                        start); written on a user's first socket on an
+                        instance and removed with its last; refreshed slowly
+    PREFIX:instances    sorted set: RUN/INSTANCE_ID -> lease expiry (epoch
+                        ms); the one key an instance's heartbeat writes
     PREFIX:instance:ID  pub/sub channel of one gateway instance
 
 Leases are per instance: `{user}:s` says where the user's sockets are, and an
@@ -206,7 +207,9 @@ for _, st in pairs(users) do
   end
 end
 for _, m in ipairs(targets) do
-  redis.call('PUBLISH', prefix .. ':instance:' .. m, arr(#routes[m]) .. table.concat(routes[m]))
+  -- A member is RUN/INSTANCE_ID (RUN: 12 hex digits): publish to the instance.
+  redis.call('PUBLISH', prefix .. ':instance:' .. string.sub(m, 14),
+             arr(#routes[m]) .. table.concat(routes[m]))
 end
 out[#out + 1] = #targets
 return out
@@ -290,6 +293,10 @@ class RedisSessionStore:
         except ValueError as exc:
             raise SessionStoreError(f"sessions URL {self.url!r}: {exc}") from None
         self.instance_id = instance_id
+        #: This run of the instance, as it appears in `instances` and `{user}:s`:
+        #: a restarted instance (same id) is a new member, so the entries of
+        #: its previous run die with that run's lease instead of lingering.
+        self._member = f"{uuid.uuid4().hex[:12]}/{instance_id}"
         self.history_max = history_max
         self.lease_ttl_s = lease_ttl_s
         self.history_idle_s = history_idle_s
@@ -351,7 +358,7 @@ class RedisSessionStore:
             await self._listener.stop()
         try:
             self.round_trips += 1
-            await self._redis.zrem(self._instances_key, self.instance_id)
+            await self._redis.zrem(self._instances_key, self._member)
             await self._write_sessions(list(self._local_users), remove=True)
         except RedisError as exc:
             # Without our lease the entries count for nothing; they are pruned
@@ -418,7 +425,7 @@ class RedisSessionStore:
             self._idle_ms,
             epoch_ms(),
             self._prefix,
-            self.instance_id,
+            self._member,
             _batch_encoder.encode((list(users), events)),
         ]
         return [self._instances_key], args
@@ -500,7 +507,7 @@ class RedisSessionStore:
         idle = "" if remove else str(self._idle_ms)
         for offset in range(0, len(user_ids), SESSIONS_CHUNK):
             chunk = _batch_encoder.encode(list(user_ids[offset : offset + SESSIONS_CHUNK]))
-            args = (self._prefix, self.instance_id, idle, chunk)
+            args = (self._prefix, self._member, idle, chunk)
             self.round_trips += 1
             try:
                 await self._redis.evalsha(_SESSIONS_SHA, 0, *args)
@@ -517,15 +524,15 @@ class RedisSessionStore:
     async def remove_session(self, user_id: str) -> None:
         self._local_users.discard(user_id)
         self.round_trips += 1
-        await self._redis.srem(self._key(user_id, "s"), self.instance_id)
+        await self._redis.srem(self._key(user_id, "s"), self._member)
 
     async def _beat(self) -> bool:
         """Extend this instance's lease; True when it had been lost."""
         now_ms = epoch_ms()
         ttl_ms = max(1, round(self.lease_ttl_s * 1000))
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zscore(self._instances_key, self.instance_id)
-        pipe.zadd(self._instances_key, {self.instance_id: now_ms + ttl_ms})
+        pipe.zscore(self._instances_key, self._member)
+        pipe.zadd(self._instances_key, {self._member: now_ms + ttl_ms})
         pipe.zremrangebyscore(self._instances_key, "-inf", now_ms)  # dead instances
         self.round_trips += 1
         previous, _, _ = await pipe.execute()
@@ -575,6 +582,6 @@ class RedisSessionStore:
         live, *members = await pipe.execute()
         alive = {_str(m) for m in live}
         return {
-            user_id: {_str(m) for m in found} & alive
+            user_id: {_str(m).partition("/")[2] for m in found if _str(m) in alive}
             for user_id, found in zip(users, members, strict=True)
         }
