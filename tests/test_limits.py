@@ -110,15 +110,18 @@ async def test_presence_counts_sockets_across_instances(backend: str) -> None:
 
 @pytest.mark.redis
 async def test_redis_presence_heals_itself_when_an_instance_dies() -> None:
-    async with presences("redis", ttl_s=1.0) as (a, b):
-        assert isinstance(a, RedisPresence) and isinstance(b, RedisPresence)
+    prefix = unique("pres")
+    # A is never started: it holds sockets but never refreshes their leases,
+    # as an instance killed right after admitting them (its refresh loop and
+    # clean-up never run).
+    a = RedisPresence(REDIS_URL, "A", key_prefix=prefix, lease_ttl_s=1.0)
+    b = RedisPresence(REDIS_URL, "B", key_prefix=prefix, lease_ttl_s=1.0)
+    await b.start()
+    try:
         for n in range(2):
             assert await a.acquire("u", f"a{n}", 3)
         assert await b.acquire("u", "b0", 3)
         assert not await b.acquire("u", "b1", 3)
-        # A dies: it stops refreshing, and nobody cleans up after it.
-        assert a._task is not None
-        a._task.cancel()
         for _ in range(5):  # B keeps its own lease alive meanwhile
             await asyncio.sleep(0.4)
             await b.refresh()
@@ -126,6 +129,9 @@ async def test_redis_presence_heals_itself_when_an_instance_dies() -> None:
         assert await b.acquire("u", "b1", 3)
         assert await b.acquire("u", "b2", 3)
         assert not await b.acquire("u", "b3", 3)
+    finally:
+        await b.stop()
+        await a._redis.aclose()
 
 
 # -- sockets per user, one instance ------------------------------------------------

@@ -105,13 +105,19 @@ class RedisPresence:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         held, self._held = self._held, defaultdict(set)
-        with contextlib.suppress(RedisError, OSError):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for user_id, members in held.items():
-                    if members:
-                        pipe.zrem(self._key(user_id), *members)
-                await pipe.execute()
-        await self._redis.aclose()
+        # Bounded: a hung Redis must not hold the shutdown; what is left
+        # behind expires with its leases.
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self._remove(held), SOCKET_TIMEOUT_S)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self._redis.aclose(), SOCKET_TIMEOUT_S)
+
+    async def _remove(self, held: dict[str, set[str]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user_id, members in held.items():
+                if members:
+                    pipe.zrem(self._key(user_id), *members)
+            await pipe.execute()
 
     async def acquire(self, user_id: str, connection_id: str, limit: int) -> bool:
         member = self._member(connection_id)
