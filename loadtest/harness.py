@@ -31,6 +31,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (the admin listeners of
+    `--workers N` are on port + K)."""
+    for _ in range(100):
+        first = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise OSError(f"no {count} consecutive free ports")
+
+
 @contextlib.asynccontextmanager
 async def serve(
     app: ASGIApp, *, ws_max_size: int = 64 * 1024, log_level: str = "warning"
@@ -102,7 +118,8 @@ class Cluster:
         port = free_port()
         log_path = log_dir / f"{name}.log"
         # Each gateway gets its own admin port (the default, 9000, is one per host).
-        admin_port = free_port() if args and args[0] in ("gateway", "demo") else None
+        workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+        admin_port = free_ports(workers) if args and args[0] in ("gateway", "demo") else None
         admin = ["--admin-port", str(admin_port)] if admin_port is not None else []
         popen = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", *args, "--port", str(port), *admin],
