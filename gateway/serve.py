@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -175,6 +176,12 @@ def serve_command(
         ws_per_message_deflate=getattr(args, "ws_deflate", False),
     )
     gateway = getattr(app.state, "gateway", None)
+    # Everything imported and built so far lives as long as the process: keep
+    # it out of the cyclic collector's full passes, which otherwise rescan it
+    # every time (with 5,000 idle sockets a full pass stops the loop for
+    # hundreds of ms; this takes ~137k of its ~530k objects out of it).
+    gc.collect()
+    gc.freeze()
     if gateway is None:
         uvicorn.Server(config).run(sockets=sockets)
     else:
