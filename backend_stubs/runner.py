@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -149,8 +150,11 @@ class ConsumeLoop:
         member_id: str | None = None,
     ) -> None:
         self.bus = bus
-        #: Stable across restarts: the member's transactional id is built from it.
-        self.member_id = member_id
+        #: The member's transactional id is built from it: stable across
+        #: restarts when given (a stubs process's instance id), and at least
+        #: across this loop's rejoins, so a rejoin finishes the transaction
+        #: the failed member left (see KafkaConsumer._start).
+        self.member_id = member_id or f"{group}-{uuid.uuid4().hex[:12]}"
         self.topics = tuple(topics)
         self.group = group
         self.on_batch = on_batch

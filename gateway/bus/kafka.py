@@ -362,14 +362,19 @@ class KafkaConsumer:
 
     async def _start(self) -> None:
         try:
+            if self._transactional:
+                # Before joining the group: starting the producer finishes
+                # (commits or aborts) the last transaction under this id, so
+                # the offsets the new member reads next are final. Joining
+                # first could read the offsets from before a commit still in
+                # progress and handle its inputs twice. Also fails now rather
+                # than on the first send if transactions are off.
+                await self._producer()
             with _translated(f"starting consumer {self.name}"):
                 self._consumer.subscribe(
                     [self._bus.wire_name(t) for t in self.topics], listener=_Listener(self)
                 )
                 await self._consumer.start()
-            if self._transactional:
-                # Fail now rather than on the first send if transactions are off.
-                await self._producer()
         except BaseException:
             await self.stop()
             raise
