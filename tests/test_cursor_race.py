@@ -138,7 +138,9 @@ async def test_routes_overtaking_each_other_around_a_resume_lose_and_repeat_noth
             for subscriber, feed in zip(subscribers, feeds, strict=True):
                 check_exactly_once(subscriber.events, feed.produced)
             reconnects = sum(s.connects - 1 for s in subscribers)
-            assert reconnects >= USERS * ROUNDS // 4, "the race was not forced often enough"
+            # About half the rounds cut the client; a cut that lands while it
+            # is still reconnecting from the last one does not count.
+            assert reconnects >= USERS * ROUNDS // 10, "the race was not forced often enough"
             # Every reconnect resumed from its cursor: never a snapshot.
             assert all(s.snapshots == 1 for s in subscribers)
         finally:
