@@ -141,6 +141,12 @@ async def test_routes_overtaking_each_other_around_a_resume_lose_and_repeat_noth
             # About half the rounds cut the client; a cut that lands while it
             # is still reconnecting from the last one does not count.
             assert reconnects >= USERS * ROUNDS // 10, "the race was not forced often enough"
+            fills = sum(i.gateway.metrics.cursor_gap_fills._value.get() for i in (one, two))
+            print(
+                f"\n{backend}: {USERS * ROUNDS} races, {reconnects} cuts and resumes, "
+                f"{sum(len(f.produced) for f in feeds)} events, lost 0, shown twice 0, "
+                f"regressions 0; {fills:.0f} gaps filled from history after the wait"
+            )
             # Every reconnect resumed from its cursor: never a snapshot.
             assert all(s.snapshots == 1 for s in subscribers)
         finally:
