@@ -118,6 +118,15 @@ async def test_redis_presence_heals_itself_when_an_instance_dies() -> None:
     b = RedisPresence(REDIS_URL, "B", key_prefix=prefix, lease_ttl_s=1.0)
     await b.start()
     try:
+        await _heal(a, b)
+    finally:
+        async with asyncio.timeout(30):
+            await b.stop()
+            await a._redis.aclose()
+
+
+async def _heal(a: RedisPresence, b: RedisPresence) -> None:
+    async with asyncio.timeout(60):  # a hang fails here, at the line it hung on
         for n in range(2):
             assert await a.acquire("u", f"a{n}", 3)
         assert await b.acquire("u", "b0", 3)
@@ -129,9 +138,6 @@ async def test_redis_presence_heals_itself_when_an_instance_dies() -> None:
         assert await b.acquire("u", "b1", 3)
         assert await b.acquire("u", "b2", 3)
         assert not await b.acquire("u", "b3", 3)
-    finally:
-        await b.stop()
-        await a._redis.aclose()
 
 
 # -- sockets per user, one instance ------------------------------------------------

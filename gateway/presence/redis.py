@@ -86,6 +86,7 @@ class RedisPresence:
         self._count = self._redis.register_script(_COUNT)
         self._held: defaultdict[str, set[str]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._stopped = False
 
     def _key(self, user_id: str) -> str:
@@ -100,10 +101,15 @@ class RedisPresence:
 
     async def stop(self) -> None:
         self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._task is not None and not self._task.done():
+            # Let a refresh in flight finish rather than cancel it: redis-py
+            # can hang cleaning up a command cancelled mid-flight. Cancelled
+            # (and not awaited) only if it is stuck.
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), SOCKET_TIMEOUT_S)
+            except TimeoutError:
+                self._task.cancel()
         held, self._held = self._held, defaultdict(set)
         # Bounded: a hung Redis must not hold the shutdown; what is left
         # behind expires with its leases.
@@ -144,8 +150,11 @@ class RedisPresence:
         return int(await self._count(keys=[self._key(user_id)]))
 
     async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ms / 3000)
+        while not self._stopped:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.lease_ms / 3000)
+            if self._stopped:
+                return
             try:
                 await self.refresh()
             except (RedisError, OSError) as exc:
