@@ -26,6 +26,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.presence import open_presence
 from gateway.protocol import CloseCode
 from gateway.pump import Pump
+from gateway.rebuild import ViewRebuilder
 from gateway.sessions import SessionStore, open_sessions
 from gateway.settings import Settings
 from gateway.storefront import StorefrontProxy, storefront_client
@@ -78,6 +79,9 @@ class Gateway:
             lease_ttl_s=settings.lease_ttl_s,
         )
         self.endpoint.presence = self.presence
+        # Redis is a cache: its order views are rebuilt from Kafka when lost.
+        self.rebuilder = ViewRebuilder(bus, store)
+        self.endpoint.views_ready = self.rebuilder.wait_ready
         self._tasks: list[asyncio.Task[None]] = []
         self._repairs: set[asyncio.Task[None]] = set()
         self.started = False
@@ -88,9 +92,16 @@ class Gateway:
             await self.bus.start()
         await self.store.start(self.hub.deliver, self._on_gap)
         await self.pump.start()
+        try:
+            # A new cluster, or a Redis that came back empty while no gateway
+            # ran: whole views before the first snapshot, not during it.
+            await self.rebuilder.check()
+        except Exception:
+            log.warning("rebuilding the order views at start failed; retrying", exc_info=True)
         self._tasks = [
             asyncio.create_task(self._heartbeat(), name="orderpush-leases"),
             asyncio.create_task(self._sample_lag(), name="orderpush-lag"),
+            asyncio.create_task(self.rebuilder.run(), name="orderpush-rebuild"),
         ]
         self.started = True
 
@@ -173,6 +184,7 @@ class Gateway:
             "push_latency_ms": m.latency_quantiles_ms(),
             "push_latency_buckets": m.latency_histogram(),
             "session_round_trips": round_trips,
+            "view_rebuilds": self.rebuilder.rebuilds,
             "uptime_s": round(time.time() - m.started_at, 1),
         }
 

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -92,6 +93,8 @@ class WebSocketEndpoint:
     metrics: GatewayMetrics
     #: Set when the instance drains (SIGTERM): new sockets are sent elsewhere.
     draining: bool = False
+    #: Awaited before a snapshot: returns once the order views are whole.
+    views_ready: Callable[[], Awaitable[None]] | None = None
     #: Sockets per user across the cluster; None: not counted.
     presence: PresenceStore | None = None
     _fills: set[asyncio.Task[None]] = field(default_factory=set)
@@ -280,6 +283,8 @@ class WebSocketEndpoint:
             replayed = conn.replay(history)
             conn.send(Resumed(replayed, conn.cursor or cursor))
         else:
+            if self.views_ready is not None:
+                await self.views_ready()  # the order views whole (gateway/rebuild.py)
             snapshot = await self.store.snapshot(conn.user_id)
             conn.seed(snapshot)
             conn.send(SnapshotMessage(snapshot.orders, snapshot.cursor))

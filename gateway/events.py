@@ -17,6 +17,12 @@ import msgspec
 
 TOPICS: Final = ("payments", "orders", "inventory", "billing", "delivery")
 DEAD_LETTER_TOPIC: Final = "deadletter"
+#: The latest order.* event of every order, keyed by order id, on a
+#: compacted topic: what the gateway rebuilds Redis's order views from when
+#: Redis comes back empty (docs/architecture.md, "Redis is a cache").
+ORDER_STATE_TOPIC: Final = "order-state"
+#: Topics Kafka compacts (keeps the last record per key) instead of deleting.
+COMPACTED_TOPICS: Final = frozenset({ORDER_STATE_TOPIC})
 
 #: Which topic each event type is written to.
 TOPIC_OF_TYPE: Final[dict[str, str]] = {

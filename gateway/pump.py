@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Literal, TypeVar, overload
 
-from gateway.bus.base import BusError, Consumer, EventBus, Record, next_offsets
+from gateway.bus.base import BusError, Consumer, EventBus, OutgoingRecord, Record, next_offsets
 from gateway.bus.poison import dead_letter, sort_records
-from gateway.events import TOPICS, Event
+from gateway.events import ORDER_STATE_TOPIC, TOPICS, Event
 from gateway.failures import POISON_ATTEMPTS, is_outage
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
@@ -36,6 +36,17 @@ def traceparent_of(record: Record) -> str | None:
 
 
 T = TypeVar("T")
+
+
+def order_states(events: list[tuple[Record, Event]]) -> list[OutgoingRecord]:
+    """The order.* events of a batch as records of the compacted order-state
+    topic (keyed by order, so compaction keeps each order's last one; a
+    rebuild keeps the highest version anyway)."""
+    return [
+        OutgoingRecord(ORDER_STATE_TOPIC, event.order_id, record.value)
+        for record, event in events
+        if event.type.startswith("order.") and event.version is not None
+    ]
 
 
 class Pump:
@@ -157,8 +168,12 @@ class Pump:
             Incoming(event, rec.value, rec.timestamp_ms, traceparent_of(rec))
             for rec, event in batch.events
         ]
-        deliveries = await self._retrying(
-            "session store", lambda: self.store.publish(incoming), poison_ok=True
+        states = order_states(batch.events)
+        # The order views' source for a rebuild goes out with the batch and
+        # is acknowledged before the commit, like the append itself.
+        deliveries, _ = await asyncio.gather(
+            self._retrying("session store", lambda: self.store.publish(incoming), poison_ok=True),
+            self._retrying("order-state topic", lambda: self.bus.publish(states)),
         )
         if deliveries is None:
             deliveries = await self._one_by_one(batch.events, incoming)

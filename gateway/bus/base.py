@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -111,6 +111,12 @@ class EventBus(Protocol):
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition, the offset the next produced record will get."""
+        ...
+
+    def scan(self, topic: str) -> AsyncIterator[list[Record]]:
+        """Every record of `topic` from its beginning up to its end when
+        called, in batches, without a consumer group (rebuilding a cache
+        from a compacted topic)."""
         ...
 
 

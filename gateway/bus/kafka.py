@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -29,6 +29,7 @@ from aiokafka.errors import (
 
 from gateway.bus import kafka_batches
 from gateway.bus.base import BusError, FencedError, OutgoingRecord, Record, TopicPartition
+from gateway.events import COMPACTED_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,19 @@ class KafkaEventBus:
 
     async def _create_and_describe(self, wire_names: list[str]) -> str:
         """One attempt: returns the last creation problem ("" if none)."""
-        new = [NewTopic(name, self.partitions, self.replication_factor) for name in wire_names]
+        new = [
+            NewTopic(
+                name,
+                self.partitions,
+                self.replication_factor,
+                topic_configs=(
+                    {"cleanup.policy": "compact"}
+                    if self.logical_name(name) in COMPACTED_TOPICS
+                    else {}
+                ),
+            )
+            for name in wire_names
+        ]
         with _translated(f"creating topics {wire_names}"):
             response = await self._admin.create_topics(new)
         problem = ""
@@ -234,6 +247,41 @@ class KafkaEventBus:
                 [_KafkaTP(wire, p) for p in partitions]
             )
         return {ktp.partition: offset for ktp, offset in ends.items()}
+
+    async def scan(self, topic: str) -> AsyncIterator[list[Record]]:
+        """Every record of `topic` from its beginning up to its end at the
+        call (the last stable offset: committed records only), in batches.
+        No consumer group: nothing is joined or committed."""
+        await self._ensure_topics([topic])
+        wire = self.wire_name(topic)
+        partitions = (await self._describe([wire])).get(wire, [])
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
+        with _translated(f"scanning {wire}"):
+            await reader.start()
+        try:
+            tps = [_KafkaTP(wire, p) for p in partitions]
+            with _translated(f"scanning {wire}"):
+                reader.assign(tps)
+                ends: dict[Any, int] = await reader.end_offsets(tps)
+                await reader.seek_to_beginning(*tps)
+            remaining = {tp for tp in tps if ends[tp] > 0}
+            while remaining:
+                with _translated(f"scanning {wire}"):
+                    batches = await reader.getmany(*remaining, timeout_ms=500, max_records=5000)
+                    for tp in list(remaining):
+                        if await reader.position(tp) >= ends[tp]:
+                            remaining.discard(tp)
+                out = [_record(topic, m) for msgs in batches.values() for m in msgs]
+                if out:
+                    yield out
+        finally:
+            await _quietly(reader.stop())
 
     # -- producing ---------------------------------------------------------
 

@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from gateway.bus.base import BusError, OutgoingRecord, Record, TopicPartition
 
@@ -79,6 +79,12 @@ class MemoryEventBus:
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
         self._append(records)
+
+    async def scan(self, topic: str) -> AsyncIterator[list[Record]]:
+        """Every record of `topic` so far, in one batch."""
+        records = [record for log in self._log(topic) for record in log]
+        if records:
+            yield records
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
         return {p: len(log) for p, log in enumerate(self._log(topic))}

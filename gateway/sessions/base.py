@@ -164,3 +164,26 @@ class SessionStore(Protocol):
     async def locate(self, user_ids: Collection[str]) -> dict[str, set[str]]:
         """For each user, the live instances holding a session of the user."""
         ...
+
+    # -- rebuilding the views (gateway/rebuild.py) -------------------------
+
+    async def views_marked(self) -> bool:
+        """False when the order views may have been lost (a Redis restarted
+        empty, a new cluster) and were not rebuilt yet."""
+        ...
+
+    async def begin_rebuild(self) -> str | None:
+        """A token if the caller is to rebuild the views; None when another
+        instance is rebuilding them."""
+        ...
+
+    async def restore_views(self, states: Sequence[Event]) -> int:
+        """Write each order.* event's order into its user's view, unless the
+        view holds that order at the same or a newer version; how many were
+        written."""
+        ...
+
+    async def finish_rebuild(self, token: str) -> bool:
+        """Mark the views whole, if the rebuild of `token` is still the one
+        in progress (False: the store lost its data again meanwhile)."""
+        ...

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
+from gateway.events import Event
 from gateway.sessions.base import (
     ZERO_CURSOR,
     DeliverFn,
@@ -187,6 +188,33 @@ class MemorySessionStore:
         history = user.history
         cursor = ZERO_CURSOR if history is None else make_cursor(history.epoch, history.seq)
         return Snapshot(sorted(user.view.values(), key=lambda o: o.order_id), cursor)
+
+    # -- rebuilding the views: nothing to rebuild in one process ----------
+
+    async def views_marked(self) -> bool:
+        return True
+
+    async def begin_rebuild(self) -> str | None:
+        return "memory"
+
+    async def restore_views(self, states: Sequence[Event]) -> int:
+        written = 0
+        for event in states:
+            if event.status is None or event.version is None:
+                continue
+            user = self._user(event.user_id)
+            if user is None:
+                user = self._bp.users[event.user_id] = _User(touched=time.monotonic())
+            known = user.view.get(event.order_id)
+            if known is None or known.version < event.version:
+                user.view[event.order_id] = OrderState(
+                    event.order_id, event.status, event.version, event.occurred_at
+                )
+                written += 1
+        return written
+
+    async def finish_rebuild(self, token: str) -> bool:
+        return True
 
     # -- session leases --------------------------------------------------
 

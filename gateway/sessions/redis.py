@@ -54,7 +54,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from gateway.events import PoisonEvent, decode_event
+from gateway.events import Event, PoisonEvent, decode_event
 from gateway.sessions.base import (
     ZERO_CURSOR,
     DeliverFn,
@@ -68,6 +68,7 @@ from gateway.sessions.base import (
     make_cursor,
 )
 from gateway.sessions.redis_routes import RouteListener, epoch_ms
+from gateway.sessions.redis_views import RedisViews
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +303,9 @@ class RedisSessionStore:
         self.history_idle_s = history_idle_s
         self._idle_ms = max(1, round(history_idle_s * 1000))
         self._prefix = key_prefix
+        self._views = RedisViews(
+            self._redis, key_prefix, lambda user_id: self._key(user_id, "v"), self._idle_ms
+        )
         self._listener: RouteListener | None = None
         self._on_gap: GapFn | None = None
         self._local_users: set[str] = set()
@@ -494,6 +498,20 @@ class RedisSessionStore:
         )
         cursor = _str(last[0][0]) if last else ZERO_CURSOR
         return Snapshot(orders, cursor)
+
+    # -- rebuilding the views (redis_views.py) -----------------------------
+
+    async def views_marked(self) -> bool:
+        return await self._views.marked()
+
+    async def begin_rebuild(self) -> str | None:
+        return await self._views.begin()
+
+    async def restore_views(self, states: Sequence[Event]) -> int:
+        return await self._views.restore(states)
+
+    async def finish_rebuild(self, token: str) -> bool:
+        return await self._views.finish(token)
 
     # -- session leases ----------------------------------------------------
 
