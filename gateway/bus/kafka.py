@@ -361,6 +361,10 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is
         self._owner.rebalances += 1
         # Positions restart from the group's commits: forget local rewind marks.
         self._owner._rewind_to.clear()
+        # ... which may lag behind a transaction of ours that committed just
+        # before the rebalance (its offsets land with its markers, a moment
+        # later, and aiokafka cannot ask for stable offsets): check them.
+        self._owner._check_positions |= set(assigned) & set(self._owner._committed_by_me)
         log.info("kafka: %s assigned %s", self._owner.name, sorted(assigned))
 
 
@@ -393,6 +397,10 @@ class KafkaConsumer:
         # Per partition, where to seek back to if a transaction fails: the last
         # committed offset, else the first offset returned since assignment.
         self._rewind_to: dict[Any, int] = {}
+        # Per partition, the offset our last committed transaction committed,
+        # and the partitions whose position must not start before it.
+        self._committed_by_me: dict[Any, int] = {}
+        self._check_positions: set[Any] = set()
         self._consumer: Any = AIOKafkaConsumer(
             bootstrap_servers=bus.bootstrap_servers,
             group_id=group,
@@ -471,9 +479,13 @@ class KafkaConsumer:
             raise BusError("consumer is stopped")
         try:
             with _translated(f"polling {self.name}"):
+                await self._fix_positions()
                 batches: dict[Any, list[Any]] = await self._consumer.getmany(
                     timeout_ms=timeout_ms, max_records=max_records
                 )
+                if self._check_positions:  # a rebalance while we waited
+                    moved = await self._fix_positions()
+                    batches = {ktp: b for ktp, b in batches.items() if ktp not in moved}
         except BusError:
             if self._stopped:  # stopped while waiting: same as "nothing arrived"
                 return []
@@ -487,6 +499,31 @@ class KafkaConsumer:
             topic = self._bus.logical_name(ktp.topic)
             out.extend(_record(topic, m) for m in batch)
         return out
+
+    async def _fix_positions(self) -> set[Any]:
+        """After a rebalance, never start a partition before the offset our
+        own last transaction committed (the group may still report an older
+        one): re-reading from there would send outputs twice. Returns the
+        partitions moved forward."""
+        moved: set[Any] = set()
+        assigned = self._consumer.assignment()
+        for ktp in list(self._check_positions):
+            self._check_positions.discard(ktp)
+            ours = self._committed_by_me.get(ktp)
+            if ours is None or ktp not in assigned:
+                continue
+            group = await self._consumer.committed(ktp)
+            if group is None or group < ours:
+                log.info(
+                    "kafka: %s: %s committed %s, ours was %d: reading on from ours",
+                    self.name,
+                    ktp,
+                    group,
+                    ours,
+                )
+                self._consumer.seek(ktp, ours)
+                moved.add(ktp)
+        return moved
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         if not offsets:
@@ -529,6 +566,7 @@ class KafkaConsumer:
                 raise BusError(f"kafka: transaction of {self.name} failed: {exc!r}") from exc
             raise
         self._rewind_to.update(kafka_offsets)
+        self._committed_by_me.update(kafka_offsets)
 
     async def _after_failed_transaction(self, exc: BaseException, kafka_offsets: Any) -> None:
         # The transaction was aborted (or is dead with its producer). Start the
