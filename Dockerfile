@@ -26,6 +26,8 @@ RUN python -m venv /opt/orderpush
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY orderpush/ orderpush/
+COPY orderpush_core/ orderpush_core/
 COPY gateway/ gateway/
 COPY backend_stubs/ backend_stubs/
 COPY web/ web/

@@ -4,13 +4,13 @@
 PYTHON ?= python3
 PIP_FLAGS ?= --quiet --disable-pip-version-check --no-input
 
-.PHONY: install tools demo test test-python test-js lint typecheck check bench-demo bench-side-by-side
+.PHONY: install tools demo test test-python test-js lint imports typecheck check bench-demo bench-side-by-side
 
 install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[dev]'
 
 demo: install
-	$(PYTHON) -m gateway.cli demo
+	$(PYTHON) -m orderpush demo
 
 # pytest's exit code 5 (nothing collected) means the setup is broken: fail.
 test: install tools services browser test-js test-python
@@ -31,10 +31,14 @@ lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
+# Layer rules of pyproject.toml [tool.importlinter] (issue 9).
+imports:
+	$(PYTHON) -c 'import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())'
+
 typecheck:
 	$(PYTHON) -m mypy
 
-check: lint typecheck dockerfile-lint
+check: lint imports typecheck dockerfile-lint
 
 bench-demo: install
 	$(PYTHON) bench/demo_latency.py

@@ -1,4 +1,4 @@
-"""The storefront HTTP API (PROTOCOL.md section 3), as Starlette routes.
+"""The storefront HTTP API (docs/protocol.md section 3), as Starlette routes.
 
 `storefront_routes` gives plain routes with their full `/api/...` paths, so
 the demo can put them into the gateway's app next to `/ws`; `create_app`
@@ -18,6 +18,8 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import msgspec
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -32,9 +34,9 @@ from backend_stubs.validation import (
     parse_order_request,
     parse_user_id,
 )
-from gateway.auth import InvalidToken, TokenVerifier, bearer_token, issue_token
-from gateway.bus.base import BusError
-from gateway.limits import ORDER_RATE, KeyedBuckets
+from orderpush_core.auth import InvalidToken, TokenVerifier, bearer_token, issue_token
+from orderpush_core.bus.base import BusError, EventBus
+from orderpush_core.limits import ORDER_RATE, KeyedBuckets
 
 log = logging.getLogger("orderpush.stubs.api")
 
@@ -62,7 +64,7 @@ def _invalid(exc: InvalidBody) -> _Reject:
     return _error(422, "invalid_body", fields=exc.fields)
 
 
-class Storefront:
+class StorefrontApi:
     """The route handlers and what they need."""
 
     def __init__(
@@ -245,7 +247,7 @@ def storefront_routes(
 ) -> list[BaseRoute]:
     """The storefront routes. A missing service answers 503 on its routes
     (`orderpush stubs --only ...` may run the API without it)."""
-    return Storefront(
+    return StorefrontApi(
         payment=payment,
         view=view,
         jwt_secret=jwt_secret,
@@ -264,16 +266,53 @@ def create_app(
     dev_mode: bool = False,
     token_ttl_s: float = 3600.0,
     verifier: TokenVerifier | None = None,
+    orders_per_minute: int = DEFAULT_ORDERS_PER_MINUTE,
+    on_limited: Callable[[str], None] | None = None,
+    bus: EventBus | None = None,
 ) -> Starlette:
-    """The storefront API alone; the app's lifespan starts and stops `stack`."""
+    """The storefront API and `/healthz`: the one assembly of the stubs' app.
+
+    The lifespan starts `bus` (if given: the caller's own) and `stack`, and
+    stops them in reverse. Mounted in another app (the demo) the lifespan
+    does not run: that app starts the stack. Refusals by a limit go to
+    `on_limited` (the demo counts them with the gateway's); without it the
+    app counts them itself and serves them on `/metrics` (`orderpush stubs`:
+    a backend service, its port is not the public one).
+    """
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await stack.start()
+        if bus is not None:
+            await bus.start()
         try:
-            yield
+            await stack.start()
+            try:
+                yield
+            finally:
+                await stack.stop()
         finally:
-            await stack.stop()
+            if bus is not None:
+                await bus.stop()
+
+    async def healthz(request: Request) -> Response:
+        running = [*stack.runners, *(["view"] if stack.view is not None else [])]
+        return JSONResponse({"status": "ok", "services": sorted(running)})
+
+    own: list[BaseRoute] = [Route("/healthz", healthz)]
+    if on_limited is None:
+        registry = CollectorRegistry()
+        limited = Counter(
+            "orderpush_limited", "Requests refused by a limit", ["limit"], registry=registry
+        )
+
+        def count_limited(limit: str) -> None:
+            limited.labels(limit).inc()
+
+        async def metrics(request: Request) -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+        on_limited = count_limited
+        own.append(Route("/metrics", metrics))
 
     routes = storefront_routes(
         payment=stack.payment,
@@ -282,5 +321,7 @@ def create_app(
         dev_mode=dev_mode,
         token_ttl_s=token_ttl_s,
         verifier=verifier,
+        orders_per_minute=orders_per_minute,
+        on_limited=on_limited,
     )
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=[*own, *routes], lifespan=lifespan)

@@ -12,7 +12,7 @@ from typing import Final
 
 from backend_stubs.new_order import NewOrderService
 from backend_stubs.runner import follow_up
-from gateway.events import Event
+from orderpush_core.events import Event
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS invoices (

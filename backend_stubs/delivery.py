@@ -11,7 +11,7 @@ from typing import Final
 
 from backend_stubs.new_order import NewOrderService
 from backend_stubs.runner import follow_up
-from gateway.events import Event
+from orderpush_core.events import Event
 
 FIRST_SLOT_HOUR: Final = 8
 SLOT_HOURS: Final = 2

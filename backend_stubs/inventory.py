@@ -1,6 +1,6 @@
 """The inventory service: reserves the items of each new order.
 
-Stock is unlimited in the stubs except for the fault trigger of PROTOCOL.md:
+Stock is unlimited in the stubs except for the fault trigger of docs/protocol.md:
 a line item with SKU `OUT-OF-STOCK` gets the whole order rejected, which
 drives the cancel-and-refund path of the saga.
 """
@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from backend_stubs.new_order import NewOrderService
 from backend_stubs.runner import follow_up
-from gateway.events import Event
+from orderpush_core.events import Event
 
 OUT_OF_STOCK_SKU: Final = "OUT-OF-STOCK"
 

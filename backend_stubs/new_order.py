@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from backend_stubs.store import Store
-from gateway.events import Event
+from orderpush_core.events import Event
 
 
 class NewOrderService:

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from backend_stubs.runner import follow_up
 from backend_stubs.store import Store
-from gateway.events import Event
+from orderpush_core.events import Event
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS orders (

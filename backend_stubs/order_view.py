@@ -26,11 +26,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final
 
-from backend_stubs.runner import ConsumeLoop, set_aside
+from backend_stubs.runner import set_aside
 from backend_stubs.store import Store
-from gateway.bus.base import Consumer, EventBus, Record, next_offsets
-from gateway.bus.poison import sort_records
-from gateway.events import TOPICS, Event
+from orderpush_core.bus.base import Consumer, EventBus, Record, next_offsets
+from orderpush_core.bus.poison import sort_records
+from orderpush_core.consume import ConsumeLoop
+from orderpush_core.events import TOPICS, Event
 
 log = logging.getLogger("orderpush.stubs.view")
 

@@ -14,7 +14,7 @@ drops as a repeat, instead of deciding a second order. The wait for the
 bus's acknowledgement is bounded (`ack_timeout_s`): with the broker away,
 the API answers 503 at once instead of hanging.
 
-Fault trigger (PROTOCOL.md): card 4000000000000002 is always declined.
+Fault trigger (docs/protocol.md): card 4000000000000002 is always declined.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import Any, Final
 
 from backend_stubs.runner import follow_up, outgoing
 from backend_stubs.store import Store, decode_headers, encode_headers
-from backend_stubs.tracing import child_traceparent
-from gateway.bus.base import BusError, EventBus, OutgoingRecord
-from gateway.events import Event, make_event
+from orderpush_core.bus.base import BusError, EventBus, OutgoingRecord
+from orderpush_core.events import Event, make_event
+from orderpush_core.tracing import child_traceparent
 
 DECLINED_CARD: Final = "4000000000000002"
 CURRENCY: Final = "EUR"

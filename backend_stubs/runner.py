@@ -22,18 +22,14 @@ dead-letter topic, and the loop goes on.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from backend_stubs.store import Store
-from backend_stubs.tracing import HEADER, child_traceparent, traceparent_of
-from gateway.bus.base import (
+from orderpush_core.bus.base import (
     Consumer,
     EventBus,
     FencedError,
@@ -41,9 +37,11 @@ from gateway.bus.base import (
     Record,
     next_offsets,
 )
-from gateway.bus.poison import dead_letter, sort_records
-from gateway.events import TOPIC_OF_TYPE, Event, encode_event, utc_now_rfc3339
-from gateway.failures import POISON_ATTEMPTS, is_outage
+from orderpush_core.bus.poison import dead_letter, sort_records
+from orderpush_core.consume import ConsumeLoop, ReadAgain
+from orderpush_core.events import TOPIC_OF_TYPE, Event, encode_event, utc_now_rfc3339
+from orderpush_core.failures import POISON_ATTEMPTS, is_outage
+from orderpush_core.tracing import HEADER, child_traceparent, traceparent_of
 
 log = logging.getLogger("orderpush.stubs")
 
@@ -127,110 +125,6 @@ class RunnerStats:
     refused: int = 0
 
 
-class ConsumeLoop:
-    """A consumer-group member polling in a background task.
-
-    Shared by the saga services and the order view: joins the group, hands
-    every non-empty batch to `on_batch` (which commits what it handled), and
-    on any error leaves the group and joins again, because the consumer's
-    position is past records that were not committed and only a new member
-    starts again from the commit (redelivery, never loss).
-    """
-
-    def __init__(
-        self,
-        bus: EventBus,
-        topics: Sequence[str],
-        group: str,
-        on_batch: Callable[[Consumer, list[Record]], Awaitable[None]],
-        *,
-        transactional: bool,
-        poll_timeout_ms: int = 500,
-        retry_backoff_s: float = 1.0,
-        member_id: str | None = None,
-    ) -> None:
-        self.bus = bus
-        #: The member's transactional id is built from it: stable across
-        #: restarts when given (a stubs process's instance id), and at least
-        #: across this loop's rejoins, so a rejoin finishes the transaction
-        #: the failed member left (see KafkaConsumer._start).
-        self.member_id = member_id or f"{group}-{uuid.uuid4().hex[:12]}"
-        self.topics = tuple(topics)
-        self.group = group
-        self.on_batch = on_batch
-        self.transactional = transactional
-        self.poll_timeout_ms = poll_timeout_ms
-        self.retry_backoff_s = retry_backoff_s
-        self.errors = 0
-        #: Another process took over this member's transactional id: stopped.
-        self.fenced = False
-        self._consumer: Consumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-
-    async def start(self) -> None:
-        # Join the group here rather than in the task, so an unreachable bus
-        # fails `start()` instead of being logged forever in the background.
-        self._consumer = await self._open()
-        self._task = asyncio.create_task(self._run(), name=f"consume:{self.group}")
-
-    async def stop(self, timeout_s: float = 5.0) -> None:
-        """Finish the batch in hand (bounded by `timeout_s`), then leave the group."""
-        self._stopping.set()
-        if self._task is not None:
-            # wait_for cancels the task when the time is up; whatever it had
-            # not committed is redelivered to the next member, so that is safe.
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._task, timeout_s)
-            self._task = None
-        await self._drop_consumer(timeout_s)
-
-    async def _open(self) -> Consumer:
-        return await self.bus.consumer(
-            self.topics, self.group, transactional=self.transactional, client_id=self.member_id
-        )
-
-    async def _drop_consumer(self, timeout_s: float = 5.0) -> None:
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            try:
-                await asyncio.wait_for(consumer.stop(), timeout_s)
-            except Exception:
-                log.warning("%s: consumer did not stop cleanly", self.group, exc_info=True)
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                if self._consumer is None:
-                    self._consumer = await self._open()
-                records = await self._consumer.getmany(timeout_ms=self.poll_timeout_ms)
-                if records:
-                    await self.on_batch(self._consumer, records)
-            except asyncio.CancelledError:
-                raise
-            except FencedError:
-                # A zombie: rejoining would fence the process that replaced
-                # it, which would fence this one again, and so on.
-                self.fenced = True
-                log.critical("%s: fenced by a newer process; this one stops consuming", self.group)
-                await self._drop_consumer()
-                return
-            except ReadAgain as again:
-                log.info("%s: %s; rejoining to read on from the commits", self.group, again)
-                await self._drop_consumer()
-            except Exception:
-                self.errors += 1
-                log.exception("%s: consume loop error; rejoining the group", self.group)
-                await self._drop_consumer()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.retry_backoff_s)
-
-
-class ReadAgain(Exception):
-    """The batch was handled in parts: the consumer's position is no longer
-    where the commits are, so it must rejoin and read on from them."""
-
-
 def set_aside(letter: OutgoingRecord, group: str) -> OutgoingRecord:
     """A dead letter tagged with the consumer group that refused it."""
     return OutgoingRecord(
@@ -262,14 +156,15 @@ class ServiceRunner:
             transactional=True,
             poll_timeout_ms=poll_timeout_ms,
             retry_backoff_s=retry_backoff_s,
-            member_id=member_id,
+            # Stable across restarts: the member's transactional id is built from it.
+            client_id=member_id,
         )
 
     async def start(self) -> None:
         await self.loop.start()
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        await self.loop.stop(timeout_s)
+        await self.loop.stop(timeout_s, leave_timeout_s=timeout_s)
 
     async def _on_batch(self, consumer: Consumer, records: list[Record]) -> None:
         produced = self.process(records)

@@ -25,7 +25,7 @@ from backend_stubs.order_view import OrderView
 from backend_stubs.payment import PaymentService
 from backend_stubs.runner import Service, ServiceRunner
 from backend_stubs.store import Store
-from gateway.bus.base import EventBus
+from orderpush_core.bus.base import EventBus
 
 log = logging.getLogger("orderpush.stubs")
 

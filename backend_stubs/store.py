@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from gateway.bus.base import OutgoingRecord
+from orderpush_core.bus.base import OutgoingRecord
 
 MEMORY: Final = ":memory:"
 

@@ -1,5 +1,5 @@
 """Shared by the bench scripts: figures and the machine they were measured
-on. Servers and processes come from `loadtest.harness`, as in the tests.
+on. Servers and processes come from `tests.harness`, as in the tests.
 Not a benchmark itself.
 
 The scripts put the repository root on sys.path themselves, so they run as

@@ -1,6 +1,6 @@
 """Order placed -> `order.confirmed` on screen, in the one-process demo.
 
-What it measures: the whole demo (`gateway.demo.build_demo_app`: gateway,
+What it measures: the whole demo (`orderpush.demo.build_demo_app`: gateway,
 stub services, storefront API, in-memory bus and session store) runs under
 uvicorn in this process. One WebSocket client of one user is connected;
 orders are placed one after the other with `POST /api/orders`, and for each
@@ -32,9 +32,9 @@ from _support import machine, quantile_ms
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from gateway.auth import issue_token
 from gateway.settings import Settings
-from loadtest.harness import serve
+from orderpush_core.auth import issue_token
+from tests.harness import serve
 
 ORDER = {"items": [{"sku": "SKU-1", "qty": 1}], "payment": {"card": "4242424242424242"}}
 
@@ -42,7 +42,7 @@ ORDER = {"items": [{"sku": "SKU-1", "qty": 1}], "payment": {"card": "42424242424
 async def measure(orders: int, pause_s: float) -> None:
     import httpx
 
-    from gateway.demo import build_demo_app
+    from orderpush.demo import build_demo_app
 
     settings = Settings()
     app = build_demo_app(settings)

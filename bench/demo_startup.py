@@ -23,7 +23,7 @@ def one_run(port: int) -> float:
         [
             sys.executable,
             "-m",
-            "gateway.cli",
+            "orderpush",
             "demo",
             "--port",
             str(port),

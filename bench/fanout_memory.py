@@ -35,16 +35,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _support import machine
 
-from gateway.app import create_app
-from gateway.bus.memory import MemoryEventBus
-from gateway.events import encode_event, make_event
 from gateway.hub import Connection, Hub
 from gateway.metrics import GatewayMetrics
 from gateway.sessions.base import Delivery
 from gateway.settings import DEV_SECRET, Settings
 from loadtest.config import LoadtestConfig
-from loadtest.harness import serve
 from loadtest.runner import run_loadtest
+from orderpush.apps import gateway_app
+from orderpush_core.bus.memory import MemoryEventBus
+from orderpush_core.events import encode_event, make_event
+from tests.harness import serve
 
 BATCH = 500
 
@@ -94,7 +94,7 @@ def hub_rate(users: int, sockets_per_user: int, events: int) -> float:
 
 async def socket_rate(sockets: int, users: int, events: int) -> None:
     bus = MemoryEventBus()
-    app = create_app(Settings(sessions_url="memory://bench-fanout"), bus=bus)
+    app = gateway_app(Settings(sessions_url="memory://bench-fanout"), bus=bus)
     async with serve(app) as addr:
         config = LoadtestConfig(
             urls=(f"ws://{addr}/ws",),

@@ -40,9 +40,9 @@ from _support import machine
 
 from gateway.settings import DEV_SECRET
 from loadtest.config import LoadtestConfig
-from loadtest.harness import cluster
 from loadtest.report import Report, format_text
 from loadtest.runner import run_loadtest
+from tests.harness import cluster
 
 
 async def stats(urls: list[str]) -> list[dict[str, Any]]:

@@ -56,7 +56,7 @@ GROUPS: list[tuple[str, str]] = [
 
 
 #: Frames that only carry others: the event loop, the process's entry point.
-_TRANSPARENT = ("asyncio/", "<frozen runpy>", "gateway/cli.py", "gateway/serve.py")
+_TRANSPARENT = ("asyncio/", "<frozen runpy>", "orderpush/cli.py", "orderpush/serve.py")
 
 
 def _within(file: str, needle: str) -> bool:

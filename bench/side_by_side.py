@@ -65,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _support import ROOT, machine
 
-from loadtest.harness import free_port
+from tests.harness import free_port
 
 LOADCLIENT_DIR = ROOT / "bench" / "loadclient"
 SECRET = "side-by-side-bench-secret-0123456789abcdef"
@@ -204,7 +204,7 @@ def make_server(args: argparse.Namespace, system: str, logs: Path) -> Server:
             *pin,
             sys.executable,
             "-m",
-            "gateway.cli",
+            "orderpush",
             "gateway",
             "--port",
             str(port),

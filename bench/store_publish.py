@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from redis.asyncio import Redis
 
 from bench._support import machine
-from gateway.events import encode_event, make_event
 from gateway.sessions import Delivery, Incoming
 from gateway.sessions.redis import RedisSessionStore
+from orderpush_core.events import encode_event, make_event
 
 
 def incoming(user: str, n: int) -> Incoming:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -24,7 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Route
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -39,12 +39,9 @@ class AdminListenerError(RuntimeError):
     """The admin listener could not start; the message names the variable."""
 
 
-def admin_routes(gateway: Gateway) -> list[BaseRoute]:
-    from starlette.staticfiles import StaticFiles
-
-    from web.pages import STATIC_DIR, Pages
-
-    pages = Pages(gateway.settings, None)
+def admin_routes(gateway: Gateway, pages: Sequence[BaseRoute] = ()) -> list[BaseRoute]:
+    """The admin listener's routes; `pages` (the operator page and its static
+    files) come from the entry package, as the gateway does not import `web`."""
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -60,9 +57,8 @@ def admin_routes(gateway: Gateway) -> list[BaseRoute]:
     return [
         Route("/metrics", metrics),
         Route("/api/stats", stats),
-        Route("/operator", pages.operator),
         Route("/healthz", healthz),
-        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        *pages,
     ]
 
 
@@ -76,9 +72,9 @@ def public_404_routes() -> list[BaseRoute]:
     return [Route(path, not_here, methods=["GET", "HEAD", "POST"]) for path in ADMIN_PATHS]
 
 
-def admin_app(gateway: Gateway) -> Starlette:
+def admin_app(gateway: Gateway, pages: Sequence[BaseRoute] = ()) -> Starlette:
     """The admin ASGI app of `gateway` (no lifespan: the public app's starts it)."""
-    return Starlette(routes=admin_routes(gateway))
+    return Starlette(routes=admin_routes(gateway, pages))
 
 
 class _SignalFreeServer(uvicorn.Server):
@@ -90,8 +86,11 @@ class _SignalFreeServer(uvicorn.Server):
 
 
 class AdminListener:
-    def __init__(self, gateway: Gateway, host: str, port: int) -> None:
+    def __init__(
+        self, gateway: Gateway, host: str, port: int, *, pages: Sequence[BaseRoute] = ()
+    ) -> None:
         self.gateway = gateway
+        self.pages = list(pages)
         self.host = host
         self.port = port
         self._server: uvicorn.Server | None = None
@@ -112,7 +111,10 @@ class AdminListener:
                 f"{self.host}:{self.port}: {exc.strerror or exc}"
             ) from None
         config = uvicorn.Config(
-            admin_app(self.gateway), lifespan="off", log_level="warning", access_log=False
+            admin_app(self.gateway, self.pages),
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
         )
         self._server = _SignalFreeServer(config)
         self._task = asyncio.create_task(self._server.serve([sock]), name="orderpush-admin")

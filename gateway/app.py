@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,9 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from gateway.admin import AdminListener, public_404_routes
-from gateway.bus import EventBus, open_bus
 from gateway.drain import close_spread
-from gateway.endpoint import WebSocketEndpoint
+from gateway.endpoint import Conversation
 from gateway.hub import Hub
 from gateway.logs import redact_tokens_in_server_logs
 from gateway.metrics import GatewayMetrics
@@ -30,13 +30,21 @@ from gateway.rebuild import ViewRebuilder
 from gateway.sessions import SessionStore, open_sessions
 from gateway.settings import Settings
 from gateway.storefront import StorefrontProxy, storefront_client
+from orderpush_core.bus import EventBus, open_bus
 
 log = logging.getLogger("orderpush.app")
 
 WS_PATH = "/ws"
 
+#: The public pages, plugged in by the entry package (`orderpush.apps`), given
+#: the settings and the storefront client (None: no storefront). The gateway
+#: does not import `web`: import-linter's layers contract (pyproject.toml).
+PageRoutes = Callable[[Settings, httpx.AsyncClient | None], list[BaseRoute]]
+#: The admin listener's pages (the operator page and its static files).
+AdminPageRoutes = Callable[[Settings], list[BaseRoute]]
 
-class Service(Protocol):
+
+class Startable(Protocol):
     """Something started with the app and stopped with it (the demo's stubs)."""
 
     async def start(self) -> None: ...
@@ -70,7 +78,7 @@ class Gateway:
             client_id=settings.instance_id,
             batch_max=settings.batch_max,
         )
-        self.endpoint = WebSocketEndpoint(settings, self.verifier, self.hub, store, self.metrics)
+        self.endpoint = Conversation(settings, self.verifier, self.hub, store, self.metrics)
         # Sockets per user across the cluster: shared as widely as the sessions.
         self.presence = open_presence(
             settings.sessions_url,
@@ -207,10 +215,14 @@ def create_app(
     bus: EventBus | None = None,
     store: SessionStore | None = None,
     storefront: ASGIApp | None = None,
-    services: Sequence[Service] = (),
+    services: Sequence[Startable] = (),
+    pages: PageRoutes | None = None,
+    admin_pages: AdminPageRoutes | None = None,
 ) -> Starlette:
     """A gateway instance. `storefront` mounts the stubs' API in-process (the
-    demo); otherwise `settings.storefront_url` is proxied under /api."""
+    demo); otherwise `settings.storefront_url` is proxied under /api. `pages`
+    and `admin_pages` add the browser pages (`orderpush.apps.gateway_app`
+    passes web/'s); without them the instance serves /ws and the probes."""
     settings = settings.validated()
     redact_tokens_in_server_logs()
     gateway = Gateway(
@@ -260,13 +272,17 @@ def create_app(
         *public_404_routes(),
     ]
     admin = (
-        AdminListener(gateway, settings.admin_host, settings.admin_port)
+        AdminListener(
+            gateway,
+            settings.admin_host,
+            settings.admin_port,
+            pages=admin_pages(settings) if admin_pages is not None else [],
+        )
         if settings.admin_port is not None
         else None
     )
-    from web.pages import page_routes
-
-    routes += page_routes(settings, link)
+    if pages is not None:
+        routes += pages(settings, link)
     if storefront is not None:
         routes.append(Mount("", app=storefront))
     elif link is not None:

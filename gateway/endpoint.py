@@ -1,4 +1,4 @@
-"""The WebSocket conversation at /ws (PROTOCOL.md section 2).
+"""The WebSocket conversation at /ws (docs/protocol.md section 2).
 
 auth -> welcome -> (replay + resumed | snapshot) -> live events, with ping,
 resume and re-auth at any time. Outgoing frames all go through the
@@ -20,15 +20,13 @@ from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway import limits
-from gateway.auth import Claims, InvalidToken, TokenVerifier
 from gateway.drain import RETRY_AFTER_MAX_MS, drain_reason
 from gateway.hub import Close, Connection, Frame, Hub
-from gateway.limits import Admission, KeyedBuckets, TokenBucket
 from gateway.metrics import GatewayMetrics
 from gateway.presence import PresenceStore
 from gateway.protocol import (
     SUBPROTOCOL,
+    TOKEN_COOKIE,
     Auth,
     CloseCode,
     ErrorMessage,
@@ -43,10 +41,11 @@ from gateway.protocol import (
 )
 from gateway.sessions.base import SessionStore
 from gateway.settings import Settings
+from orderpush_core import limits
+from orderpush_core.auth import Claims, InvalidToken, TokenVerifier
+from orderpush_core.limits import Admission, KeyedBuckets, TokenBucket
 
 log = logging.getLogger("orderpush.ws")
-
-TOKEN_COOKIE = "orderpush_token"
 
 
 class ExpiryTimer:
@@ -85,7 +84,7 @@ class _Refused(Exception):
 
 
 @dataclass
-class WebSocketEndpoint:
+class Conversation:
     settings: Settings
     verifier: TokenVerifier
     hub: Hub
@@ -161,7 +160,7 @@ class WebSocketEndpoint:
 
     async def _authenticate(self, websocket: WebSocket) -> tuple[Claims, str | None]:
         """The token of an `auth` first message; failing that, the cookie, then
-        `?token=` (PROTOCOL.md's order of preference).
+        `?token=` (docs/protocol.md's order of preference).
 
         With a cookie or query token at hand the server waits only
         `auth_grace_s` for an `auth` message (which takes precedence), so a

@@ -1,6 +1,6 @@
 """Keep tokens out of logs.
 
-Tools may authenticate with `?token=<JWT>` (PROTOCOL.md), and uvicorn logs
+Tools may authenticate with `?token=<JWT>` (docs/protocol.md), and uvicorn logs
 every request path with its query string; this filter rewrites such values
 before any handler sees the record.
 """

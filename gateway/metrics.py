@@ -45,7 +45,7 @@ class GatewayMetrics:
         )
         self.limited = Counter(
             "orderpush_limited",
-            "Requests and sockets refused or closed by a limit (gateway/limits.py)",
+            "Requests and sockets refused or closed by a limit (orderpush_core/limits.py)",
             ["limit"],
             registry=r,
         )

@@ -1,4 +1,4 @@
-"""The WebSocket protocol `orderpush.v1` (PROTOCOL.md section 2), without I/O.
+"""The WebSocket protocol `orderpush.v1` (docs/protocol.md section 2), without I/O.
 
 Parsing of client messages and encoding of server messages live here so the
 conversation in `endpoint.py` only decides *what* to say, never how.
@@ -12,9 +12,18 @@ from typing import Final
 
 import msgspec
 
-from gateway.sessions.base import OrderState
-
 SUBPROTOCOL: Final = "orderpush.v1"
+#: The cookie a browser's token travels in (the pages set it; /ws reads it).
+TOKEN_COOKIE = "orderpush_token"
+
+
+class OrderState(msgspec.Struct, frozen=True):
+    """One order in a snapshot (docs/protocol.md: `snapshot.orders[]`)."""
+
+    order_id: str
+    status: str
+    version: int
+    updated_at: str
 
 
 class CloseCode(IntEnum):

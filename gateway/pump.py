@@ -8,31 +8,33 @@ redelivery, never loss; the store drops redelivered events by event_id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Literal, TypeVar, overload
 
-from gateway.bus.base import BusError, Consumer, EventBus, OutgoingRecord, Record, next_offsets
-from gateway.bus.poison import dead_letter, sort_records
-from gateway.events import ORDER_STATE_TOPIC, TOPICS, Event
-from gateway.failures import POISON_ATTEMPTS, is_outage
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
 from gateway.sessions.base import Delivery, Incoming, SessionStore
+from orderpush_core.bus.base import (
+    BusError,
+    Consumer,
+    EventBus,
+    OutgoingRecord,
+    Record,
+    next_offsets,
+)
+from orderpush_core.bus.poison import dead_letter, sort_records
+from orderpush_core.consume import ConsumeLoop
+from orderpush_core.events import ORDER_STATE_TOPIC, TOPICS, Event
+from orderpush_core.failures import POISON_ATTEMPTS, is_outage
+from orderpush_core.retry import Backoff
+from orderpush_core.tracing import traceparent_of
 
 log = logging.getLogger("orderpush.pump")
 
+#: The longest wait between two attempts at a step of a batch.
 RETRY_MAX_S = 5.0
-TRACEPARENT_MAX_CHARS = 128  # W3C's version 00 is 55; bound what a producer can make us store
-
-
-def traceparent_of(record: Record) -> str | None:
-    for name, value in record.headers:
-        if name == "traceparent" and len(value) <= TRACEPARENT_MAX_CHARS:
-            return value.decode("ascii", "replace")
-    return None
 
 
 T = TypeVar("T")
@@ -68,91 +70,39 @@ class Pump:
         self.group = group
         self.client_id = client_id
         self.batch_max = batch_max
-        self.consumer: Consumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._draining = False
+        # Reading fails, or a batch fails for a reason that is not an outage
+        # (those are retried inside handle), i.e. a bug: the consumer's
+        # position is past this batch, so going on would let the next commit
+        # skip it; the loop rejoins the group instead, from the last commit.
+        self.loop = ConsumeLoop(
+            bus, TOPICS, group, self.handle, client_id=client_id, max_records=batch_max
+        )
         self.batches = 0
         self.retries = 0
-        self.rejoins = 0
         #: Records set aside after failing alone POISON_ATTEMPTS times.
         self.set_aside = 0
 
+    @property
+    def consumer(self) -> Consumer | None:
+        return self.loop.consumer
+
+    @property
+    def rejoins(self) -> int:
+        return self.loop.errors
+
     async def start(self) -> None:
-        self.consumer = await self.bus.consumer(TOPICS, self.group, client_id=self.client_id)
-        self._task = asyncio.create_task(self._run(), name="orderpush-pump")
+        await self.loop.start()
 
     async def drain(self, timeout_s: float) -> None:
         """Finish the batch in hand (handed on and committed), then leave the
         group, so the partitions move to the other members at once. A batch
         that takes longer than `timeout_s` (its store is down) is cut short:
         it was not committed, so the partitions' new owner reads it again."""
-        self._draining = True
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-            except TimeoutError:
-                log.warning(
-                    "the batch in hand took over %.0fs; leaving it to the next owner", timeout_s
-                )
-            except Exception:
-                log.exception("the consumer loop failed while draining")
-        await self.stop()
+        await self.loop.stop(timeout_s)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self.consumer is not None:
-            await self.consumer.stop()
-
-    async def _run(self) -> None:
-        delay_s = 0.1
-        while not self._draining:
-            assert self.consumer is not None
-            try:
-                records = await self.consumer.getmany(timeout_ms=500, max_records=self.batch_max)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The bus is away: the consumer reconnects by itself.
-                log.exception("reading the bus failed; retrying in %.1fs", delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(RETRY_MAX_S, delay_s * 2)
-                continue
-            delay_s = 0.1
-            if not records:
-                continue
-            try:
-                await self.handle(self.consumer, records)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Not an outage (those are retried inside handle) but a bug.
-                # The consumer's position is past this batch, so going on would
-                # let the next commit skip it: rejoin the group instead, which
-                # reads again from the last commit.
-                log.exception("handling a batch failed; rejoining from the last commit")
-                self.rejoins += 1
-                await self._rejoin()
-
-    async def _rejoin(self) -> None:
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
-        delay_s = 0.1
-        while True:
-            try:
-                self.consumer = await self.bus.consumer(
-                    TOPICS, self.group, client_id=self.client_id
-                )
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("rejoining the consumer group failed; retrying in %.1fs", delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(RETRY_MAX_S, delay_s * 2)
+        # No wait for the batch in hand: what it did not commit is redelivered.
+        await self.loop.stop(0)
 
     async def handle(self, consumer: Consumer, records: list[Record]) -> None:
         """Hand a batch on, then commit it. Each step is retried until it
@@ -165,7 +115,7 @@ class Pump:
             self.metrics.poison_records.inc(len(letters) - batch.undecodable_batches)
             self.metrics.undecodable_batches.inc(batch.undecodable_batches)
         incoming = [
-            Incoming(event, rec.value, rec.timestamp_ms, traceparent_of(rec))
+            Incoming(event, rec.value, rec.timestamp_ms, traceparent_of(rec.headers))
             for rec, event in batch.events
         ]
         states = order_states(batch.events)
@@ -242,7 +192,7 @@ class Pump:
         """`step()`, retried with backoff. An outage is retried until it ends;
         with `poison_ok`, another error is tried POISON_ATTEMPTS times, then
         None is returned (and the error appended to `error`)."""
-        delay_s = 0.1
+        backoff = Backoff(0.1, RETRY_MAX_S)
         failures = 0
         while True:
             try:
@@ -265,14 +215,16 @@ class Pump:
                         failures + 1,
                     )
                 else:
-                    log.warning("%s unavailable (%s); retrying in %.1fs", what, exc, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(RETRY_MAX_S, delay_s * 2)
+                    log.warning(
+                        "%s unavailable (%s); retrying in %.1fs", what, exc, backoff.delay_s
+                    )
+                await backoff.wait()
 
     async def lag(self) -> int:
-        if self.consumer is None:
+        consumer = self.consumer
+        if consumer is None:
             return 0
         try:
-            return await self.consumer.lag()
+            return await consumer.lag()
         except Exception:
             return -1

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.auth import TokenVerifier
-from gateway.jwks import JwksKeys
+from orderpush_core.auth import TokenVerifier
+from orderpush_core.jwks import JwksKeys
 
 #: Public in the source: only ever used with dev mode on (or by tests that
 #: build Settings in process); the command line refuses to start on it otherwise.

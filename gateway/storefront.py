@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-from gateway.limits import PROXY_BODY
+from orderpush_core.limits import PROXY_BODY
 
 # Headers worth passing on; hop-by-hop ones and cookies stay here.
 FORWARDED_HEADERS = ("authorization", "content-type", "idempotency-key", "traceparent", "accept")

@@ -44,7 +44,7 @@ def cursor_after(cursor: str | None, last: str | None) -> bool:
 
 
 SUBPROTOCOL: Final = Subprotocol("orderpush.v1")
-#: Close codes after which reconnecting cannot help (PROTOCOL.md).
+#: Close codes after which reconnecting cannot help (docs/protocol.md).
 NO_RECONNECT: Final = frozenset({1000, 1009, 4001, 4003})
 RECONNECT_DELAY_MAX_S: Final = 2.0
 

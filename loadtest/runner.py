@@ -18,13 +18,13 @@ from typing import Any
 
 import httpx
 
-from gateway.auth import issue_token
-from gateway.bus import BusError, EventBus, open_bus
 from loadtest.clients import LoadClient
 from loadtest.config import LoadtestConfig, UsageError
 from loadtest.ledger import ConnectionLog, Ledger
 from loadtest.report import ConnectionStats, Report, TrafficStats, summarize
 from loadtest.traffic import BusPlan, place_orders, send_to_bus
+from orderpush_core.auth import issue_token
+from orderpush_core.bus import BusError, EventBus, open_bus
 
 log = logging.getLogger("orderpush.loadtest")
 

@@ -20,12 +20,12 @@ from typing import Final
 
 import httpx
 
-from gateway.auth import issue_token
-from gateway.bus import BusError, EventBus, OutgoingRecord
-from gateway.events import encode_event, make_event
 from loadtest.config import STATUS_LADDER
 from loadtest.ledger import Key, Ledger
 from loadtest.report import TrafficStats
+from orderpush_core.auth import issue_token
+from orderpush_core.bus import BusError, EventBus, OutgoingRecord
+from orderpush_core.events import encode_event, make_event
 
 BATCH_MAX: Final = 500
 PACE_TICK_S: Final = 0.01

@@ -24,12 +24,12 @@ import websockets
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
-from gateway.auth import issue_token
-from gateway.bus import BusError, OutgoingRecord
-from gateway.bus.kafka import KafkaEventBus
 from gateway.drain import retry_after_ms
-from gateway.events import TOPIC_OF_TYPE, Event, decode_event, encode_event, make_event
 from gateway.sessions.base import cursor_key
+from orderpush_core.auth import issue_token
+from orderpush_core.bus import BusError, OutgoingRecord
+from orderpush_core.bus.kafka import KafkaEventBus
+from orderpush_core.events import TOPIC_OF_TYPE, Event, decode_event, encode_event, make_event
 
 SECRET = "fault-test-secret-0123456789abcdef-0123"
 
@@ -104,7 +104,7 @@ class Subscriber:
     user: str
     addrs: Sequence[str]
     #: Drop an order.* event whose version is not newer than the one shown, as
-    #: PROTOCOL.md asks of clients (a resume may repeat what arrived out of
+    #: docs/protocol.md asks of clients (a resume may repeat what arrived out of
     #: cursor order); without it, every repeat counts as a delivery.
     drop_stale: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""Orderpush commands as real processes (`python -m gateway.cli ...`), for
+"""Orderpush commands as real processes (`python -m orderpush ...`), for
 tests of the distributed setup. Every process is stopped at the end."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtest.harness import ROOT, free_port
+from tests.harness import ROOT, free_port
 
 # -- private servers, for fault tests -----------------------------------------
 #

@@ -19,8 +19,8 @@ from starlette.applications import Starlette
 
 from backend_stubs.api import storefront_routes
 from backend_stubs.stack import ALL_SERVICES, StubStack
-from gateway.auth import issue_token
-from gateway.bus import EventBus, Record, open_bus
+from orderpush_core.auth import issue_token
+from orderpush_core.bus import EventBus, Record, open_bus
 from tests.backends import bus_url, unique
 
 SECRET = "test-secret-for-the-stubs-0123456789abcdef"

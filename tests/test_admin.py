@@ -11,10 +11,11 @@ import httpx
 import pytest
 
 from gateway.admin import AdminListener, AdminListenerError
-from gateway.app import Gateway, create_app
+from gateway.app import Gateway
 from gateway.settings import DEFAULT_ADMIN_PORT, Settings, settings_from_env
-from loadtest.harness import cluster, free_port, serve
+from orderpush.apps import gateway_app
 from tests.backends import unique
+from tests.harness import cluster, free_port, serve
 
 SECRET = "admin-test-secret-0123456789abcdefghij"
 
@@ -27,7 +28,7 @@ async def test_public_port_answers_404_even_with_a_storefront_proxy() -> None:
         storefront_url="http://127.0.0.1:9",
         admin_port=admin_port,
     )
-    app = create_app(settings)
+    app = gateway_app(settings)
     async with (
         serve(app) as addr,
         httpx.AsyncClient(base_url=f"http://{addr}", trust_env=False) as public,
@@ -61,7 +62,7 @@ def test_admin_listener_defaults_to_loopback_9000() -> None:
 
 
 async def test_a_taken_admin_port_stops_the_start_naming_the_variable() -> None:
-    app = create_app(Settings(sessions_url=f"memory://{unique('adm')}"))
+    app = gateway_app(Settings(sessions_url=f"memory://{unique('adm')}"))
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

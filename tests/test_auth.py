@@ -21,13 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.app import create_app
-from gateway.auth import InvalidToken, TokenVerifier, issue_token
-from gateway.jwks import JwksKeys
 from gateway.protocol import CloseCode
 from gateway.settings import DEV_SECRET, Settings
-from loadtest.harness import serve
+from orderpush.apps import gateway_app
+from orderpush_core.auth import InvalidToken, TokenVerifier, issue_token
+from orderpush_core.jwks import JwksKeys
 from tests.backends import unique
+from tests.harness import serve
 from tests.wsclient import connect
 
 AUD = "shop"
@@ -247,7 +247,7 @@ async def test_gateway_with_a_jwks_accepts_rotated_keys_and_refuses_the_rest(
         jwt_audience=AUD,
         jwt_issuer=ISS,
     )
-    async with serve(create_app(settings)) as addr:
+    async with serve(gateway_app(settings)) as addr:
         async with connect(addr, provider.token("k1")) as alice:
             await alice.recv_type("snapshot")
             provider.add_key("k2")

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from gateway.demo import build_demo_app
 from gateway.settings import Settings
-from loadtest.harness import free_port, serve
+from orderpush.demo import build_demo_app
 from tests.backends import unique
+from tests.harness import free_port, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 BROWSER_TESTS = ROOT / "tests" / "browser"

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.bus import Consumer, EventBus, OutgoingRecord, Record, open_bus
-from gateway.bus.base import next_offsets
+from orderpush_core.bus import Consumer, EventBus, OutgoingRecord, Record, open_bus
+from orderpush_core.bus.base import next_offsets
 from tests.backends import BUS_BACKENDS, bus_url, unique
 
 BusFactory = Callable[[], Awaitable[EventBus]]

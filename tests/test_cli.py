@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from gateway.auth import TokenVerifier
-from gateway.cli import build_parser, load_settings, main
 from gateway.settings import DEV_SECRET, ConfigError, settings_from_env
-from loadtest.harness import ROOT
+from orderpush.cli import build_parser, load_settings, main
+from orderpush_core.auth import TokenVerifier
+from tests.harness import ROOT
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_no_secret_outside_dev_mode_stops_with_a_message_naming_it(
 def test_the_real_gateway_process_refuses_to_start_without_a_secret() -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "gateway", "--port", "1"],
+        [sys.executable, "-m", "orderpush", "gateway", "--port", "1"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -21,14 +21,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import Gateway, create_app
-from gateway.events import Event, encode_event
+from gateway.app import Gateway
 from gateway.hub import GAP_WAIT_S
 from gateway.sessions import Delivery, Incoming
 from gateway.settings import Settings
-from loadtest.harness import serve
+from orderpush.apps import gateway_app
+from orderpush_core.events import Event, encode_event
 from tests.backends import KAFKA_BOOTSTRAP, SESSION_BACKENDS, sessions_url, unique
 from tests.faults import SECRET, Feed, Subscriber, check_exactly_once, producer, publish
+from tests.harness import serve
 from tests.processes import PrivateRedis
 
 USERS = 8
@@ -77,7 +78,7 @@ async def two_instances(backend: str) -> AsyncIterator[tuple[Instance, Instance]
                 instance_id=f"{name}-{n}",
                 jwt_secret=SECRET,
             )
-            app = create_app(settings)
+            app = gateway_app(settings)
             gateway: Gateway = app.state.gateway
             instance = Instance(gateway, "", delays)
             # Routed deliveries come through the same delaying hand-over.
@@ -180,7 +181,7 @@ async def test_redis_frozen_while_clients_reconnect_loses_and_repeats_nothing(
                     instance_id=f"{prefix}-{n}",
                     jwt_secret=SECRET,
                 )
-                addrs.append(await stack.enter_async_context(serve(create_app(settings))))
+                addrs.append(await stack.enter_async_context(serve(gateway_app(settings))))
             bus = await stack.enter_async_context(producer(KAFKA_BOOTSTRAP, prefix))
             feeds = [Feed(unique("f")) for _ in range(FREEZE_USERS)]
             subscribers = [

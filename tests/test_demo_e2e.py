@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.demo import build_demo_app
 from gateway.settings import Settings
-from loadtest.harness import serve
+from orderpush.demo import build_demo_app
 from tests.backends import unique
+from tests.harness import serve
 from tests.wsclient import Client, connect
 
 GOOD_CARD = "4242424242424242"

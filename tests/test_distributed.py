@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import issue_token
-from gateway.events import encode_event, make_event
-from loadtest.harness import Process, cluster
+from orderpush_core.auth import issue_token
+from orderpush_core.events import encode_event, make_event
 from tests.backends import KAFKA_BOOTSTRAP, REDIS_URL, unique
+from tests.harness import Process, cluster
 from tests.wsclient import Client, connect
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]

@@ -32,11 +32,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from gateway.bus.kafka import KafkaEventBus
 from gateway.drain import retry_after_ms
-from gateway.events import TOPIC_OF_TYPE, TOPICS
 from gateway.sessions.redis import RedisSessionStore
-from loadtest.harness import Process, cluster
+from orderpush_core.bus.kafka import KafkaEventBus
+from orderpush_core.events import TOPIC_OF_TYPE, TOPICS
 from tests.backends import REDIS_URL, unique
 from tests.faults import (
     SECRET,
@@ -49,6 +48,7 @@ from tests.faults import (
     producer,
     publish,
 )
+from tests.harness import Process, cluster
 from tests.processes import PrivateKafka
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]

@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from gateway.app import Gateway, create_app
-from gateway.bus import BusError, OutgoingRecord, Record
-from gateway.bus.base import next_offsets
-from gateway.bus.kafka import KafkaConsumer, KafkaEventBus
+from gateway.app import Gateway
 from gateway.sessions.base import cursor_key
 from gateway.sessions.redis import RedisSessionStore
 from gateway.settings import Settings
-from loadtest.harness import serve
+from orderpush.apps import gateway_app
+from orderpush_core.bus import BusError, OutgoingRecord, Record
+from orderpush_core.bus.base import next_offsets
+from orderpush_core.bus.kafka import KafkaConsumer, KafkaEventBus
 from tests.backends import unique
 from tests.faults import (
     SECRET,
@@ -42,6 +42,7 @@ from tests.faults import (
     subscribed,
     token,
 )
+from tests.harness import serve
 from tests.processes import PrivateKafka, PrivateRedis
 from tests.wsclient import connect
 
@@ -98,7 +99,7 @@ async def gateway(broker: PrivateKafka, redis: PrivateRedis) -> AsyncIterator[Ru
         instance_id=f"{prefix}-gw",
         jwt_secret=SECRET,
     )
-    app = create_app(settings)
+    app = gateway_app(settings)
     async with serve(app) as addr:
         yield Running(addr, app.state.gateway, prefix, redis.url)
 
@@ -278,7 +279,7 @@ async def test_a_gateway_stops_cleanly_while_the_broker_is_down(
         instance_id=f"{prefix}-gw",
         jwt_secret=SECRET,
     )
-    gateway = create_app(settings).state.gateway
+    gateway = gateway_app(settings).state.gateway
     await gateway.start()
     probe = RedisSessionStore(redis.url, "probe", key_prefix=prefix)
     try:

@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.bus.kafka import KafkaEventBus
-from gateway.events import Event, decode_event
-from loadtest.harness import Cluster, Process, cluster
+from orderpush_core.bus.kafka import KafkaEventBus
+from orderpush_core.events import Event, decode_event
 from tests.backends import KAFKA_BOOTSTRAP, unique
 from tests.faults import poll_until
+from tests.harness import Cluster, Process, cluster
 from tests.stubs_support import SECRET, auth, order_body
 
 pytestmark = [pytest.mark.kafka]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from gateway.events import decode_event
+from orderpush_core.events import decode_event
 from tests.processes import PrivateKafka
 from tests.stubs_support import Shop, eventually, open_shop, order_body, read_topic
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from gateway.app import Gateway, create_app
+from gateway.app import Gateway
 from gateway.sessions.base import cursor_key
 from gateway.settings import Settings
-from loadtest.harness import serve
+from orderpush.apps import gateway_app
 from tests.backends import KAFKA_BOOTSTRAP, unique
 from tests.faults import (
     SECRET,
@@ -35,6 +35,7 @@ from tests.faults import (
     subscribed,
     token,
 )
+from tests.harness import serve
 from tests.processes import PrivateRedis
 from tests.wsclient import connect
 
@@ -134,7 +135,7 @@ async def gateway(redis: PrivateRedis, sessions_url: str | None = None) -> Async
         instance_id=f"{prefix}-gw",
         jwt_secret=SECRET,
     )
-    app = create_app(settings)
+    app = gateway_app(settings)
     async with serve(app) as addr:
         yield Running(addr, app.state.gateway, prefix, prefix + settings.consumer_group)
 

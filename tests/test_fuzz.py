@@ -28,14 +28,15 @@ from starlette.applications import Starlette
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from gateway.app import Gateway, create_app
-from gateway.auth import issue_token
-from gateway.bus import OutgoingRecord
-from gateway.events import encode_event, make_event
+from gateway.app import Gateway
 from gateway.protocol import Auth, Ping, ProtocolError, Resume, parse_client_message
 from gateway.settings import DEV_SECRET, Settings
-from loadtest.harness import free_port
+from orderpush.apps import gateway_app
+from orderpush_core.auth import issue_token
+from orderpush_core.bus import OutgoingRecord
+from orderpush_core.events import encode_event, make_event
 from tests.backends import unique
+from tests.harness import free_port
 
 MAX_FRAME_BYTES = 4096
 
@@ -193,7 +194,7 @@ def _recv(ws: ClientConnection, timeout_s: float) -> dict[str, Any]:
 def fuzzing() -> Iterator[Fuzzing]:
     # Generous message and resume rates, so most frames reach the parser
     # (4029 stays a documented answer when they do not).
-    app = create_app(
+    app = gateway_app(
         Settings(
             sessions_url=f"memory://{unique('fuzz')}",
             rate_limit_per_s=1000,

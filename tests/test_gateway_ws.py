@@ -12,14 +12,15 @@ from dataclasses import dataclass
 import pytest
 from starlette.applications import Starlette
 
-from gateway.app import Gateway, create_app
-from gateway.auth import issue_token
-from gateway.bus import OutgoingRecord
-from gateway.events import encode_event, make_event
+from gateway.app import Gateway
 from gateway.protocol import CloseCode
 from gateway.settings import DEV_SECRET, Settings
-from loadtest.harness import serve
+from orderpush.apps import gateway_app
+from orderpush_core.auth import issue_token
+from orderpush_core.bus import OutgoingRecord
+from orderpush_core.events import encode_event, make_event
 from tests.backends import unique
+from tests.harness import serve
 from tests.wsclient import connect
 
 
@@ -48,7 +49,7 @@ def token(user: str, ttl_s: float = 3600) -> str:
 async def running(request: pytest.FixtureRequest) -> AsyncIterator[Running]:
     options = getattr(request, "param", {})
     settings = Settings(sessions_url=f"memory://{unique('t')}", **options)
-    app = create_app(settings)
+    app = gateway_app(settings)
     async with serve(app, ws_max_size=settings.max_message_bytes) as addr:
         yield Running(addr, app)
 
@@ -289,7 +290,7 @@ async def test_event_fields_unknown_to_the_gateway_reach_the_client(running: Run
 
 async def test_server_shutdown_closes_1012() -> None:
     """Clients are told to reconnect (elsewhere) with their cursor."""
-    app = create_app(Settings(sessions_url=f"memory://{unique('t')}"))
+    app = gateway_app(Settings(sessions_url=f"memory://{unique('t')}"))
     server = serve(app)
     addr = await server.__aenter__()
     async with connect(addr, token("alice")) as alice:
@@ -331,7 +332,7 @@ async def test_drain_turns_unready_and_closes_every_socket_1012_with_a_retry_hin
 
 
 async def test_query_token_never_reaches_the_logs(capfd: pytest.CaptureFixture[str]) -> None:
-    app = create_app(Settings(sessions_url=f"memory://{unique('t')}"))
+    app = gateway_app(Settings(sessions_url=f"memory://{unique('t')}"))
     secret_token = token("alice")
     async with (
         serve(app, log_level="info") as addr,

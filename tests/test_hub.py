@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.events import encode_event, make_event
 from gateway.hub import Connection, Frame, Hub
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import CloseCode, event_frame
 from gateway.sessions import Delivery, OrderState, Snapshot
+from orderpush_core.events import encode_event, make_event
 
 
 def delivery(cursor: str, user: str = "alice", order: str = "o1", version: int = 1) -> Delivery:

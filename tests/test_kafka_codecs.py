@@ -21,13 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import issue_token
-from gateway.bus import Record
-from gateway.bus.kafka import KafkaEventBus
-from gateway.bus.kafka_batches import BATCHES_BY_CODEC
-from gateway.events import DEAD_LETTER_TOPIC, encode_event, make_event
-from loadtest.harness import ROOT, cluster
+from orderpush_core.auth import issue_token
+from orderpush_core.bus import Record
+from orderpush_core.bus.kafka import KafkaEventBus
+from orderpush_core.bus.kafka_batches import BATCHES_BY_CODEC
+from orderpush_core.events import DEAD_LETTER_TOPIC, encode_event, make_event
 from tests.backends import KAFKA_BOOTSTRAP, REDIS_URL, unique
+from tests.harness import ROOT, cluster
 from tests.wsclient import connect
 
 pytestmark = pytest.mark.kafka

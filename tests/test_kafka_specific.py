@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from gateway.bus import BusError, OutgoingRecord, Record, TopicPartition
-from gateway.bus.base import next_offsets
-from gateway.bus.kafka import KafkaConsumer, KafkaEventBus
+from orderpush_core.bus import BusError, OutgoingRecord, Record, TopicPartition
+from orderpush_core.bus.base import next_offsets
+from orderpush_core.bus.kafka import KafkaConsumer, KafkaEventBus
 from tests.backends import KAFKA_BOOTSTRAP, unique
 
 # tests/conftest.py deselects these when ORDERPUSH_TEST_BACKENDS leaves Kafka out.

@@ -22,16 +22,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.admin import admin_app
-from gateway.app import create_app
-from gateway.auth import issue_token
-from gateway.demo import build_demo_app
 from gateway.presence import PresenceStore
 from gateway.presence.memory import MemoryPresence, shared_board
 from gateway.presence.redis import RedisPresence
 from gateway.protocol import CloseCode
 from gateway.settings import DEV_SECRET, Settings
-from loadtest.harness import cluster, serve
+from orderpush.apps import gateway_app
+from orderpush.demo import build_demo_app
+from orderpush_core.auth import issue_token
 from tests.backends import REDIS_URL, SESSION_BACKENDS, unique
+from tests.harness import cluster, serve
 from tests.wsclient import Client, connect
 
 ORDER = {"items": [{"sku": "SKU-1", "qty": 1}], "payment": {"card": "4242424242424242"}}
@@ -60,7 +60,7 @@ def _sample(metrics_text: str, limit: str) -> float:
 @contextlib.asynccontextmanager
 async def gateway(**options: Any) -> AsyncIterator[tuple[str, Starlette]]:
     settings = Settings(sessions_url=f"memory://{unique('lim')}", **options)
-    app = create_app(settings)
+    app = gateway_app(settings)
     async with serve(app) as addr:
         yield addr, app
 

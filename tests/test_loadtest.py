@@ -15,21 +15,22 @@ from typing import cast
 import pytest
 from starlette.applications import Starlette
 
-from gateway.app import Gateway, create_app
-from gateway.bus import EventBus
-from gateway.bus.memory import MemoryEventBus
-from gateway.events import encode_event, make_event
+from gateway.app import Gateway
 from gateway.hub import Frame
 from gateway.protocol import CloseCode, event_frame
 from gateway.settings import DEV_SECRET, Settings
 from loadtest import cli
 from loadtest.config import LoadtestConfig, UsageError
-from loadtest.harness import serve
 from loadtest.ledger import ConnectionLog, Ledger, Received
 from loadtest.report import ConnectionStats, Report, TrafficStats, format_text, summarize
 from loadtest.runner import run_loadtest
 from loadtest.traffic import BusPlan
+from orderpush.apps import gateway_app
+from orderpush_core.bus import EventBus
+from orderpush_core.bus.memory import MemoryEventBus
+from orderpush_core.events import encode_event, make_event
 from tests.backends import unique
+from tests.harness import serve
 
 # -- the accounting, fed by hand --------------------------------------------
 
@@ -177,7 +178,7 @@ async def test_a_bad_flag_exits_2_naming_it(
 
 
 def test_the_orderpush_command_knows_loadtest(capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.cli import main
+    from orderpush.cli import main
 
     assert main(["loadtest", "--users", "0"]) == 2
     assert "--users" in capsys.readouterr().err
@@ -222,7 +223,7 @@ async def gateways(count: int) -> AsyncIterator[tuple[list[str], EventBus, list[
         stack.push_async_callback(bus.stop)
         shared = cast(EventBus, _SharedBus(bus))
         apps = [
-            create_app(Settings(sessions_url=f"memory://{backplane}"), bus=shared)
+            gateway_app(Settings(sessions_url=f"memory://{backplane}"), bus=shared)
             for _ in range(count)
         ]
         addrs = [await stack.enter_async_context(serve(app)) for app in apps]
@@ -313,7 +314,7 @@ async def test_events_that_never_come_are_lost_within_the_timeout() -> None:
 
 
 async def test_connections_that_cannot_open_fail_the_run() -> None:
-    from loadtest.harness import free_port
+    from tests.harness import free_port
 
     url = f"ws://127.0.0.1:{free_port()}/ws"
     report = await run_loadtest(
@@ -327,7 +328,7 @@ async def test_connections_that_cannot_open_fail_the_run() -> None:
 async def test_a_run_through_the_storefront_api_of_the_demo_is_clean() -> None:
     """--source api: orders placed with POST /api/orders run the whole saga;
     each must reach its user's sockets as order.pending then order.confirmed."""
-    from gateway.demo import build_demo_app
+    from orderpush.demo import build_demo_app
 
     app = build_demo_app(Settings(sessions_url=f"memory://{unique('lt')}"))
     async with serve(app) as addr:

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from gateway.auth import TokenVerifier, issue_token
-from gateway.demo import build_demo_app
 from gateway.settings import DEV_SECRET, Settings
-from loadtest.harness import free_port, serve
+from orderpush.demo import build_demo_app
+from orderpush_core.auth import TokenVerifier, issue_token
 from tests.backends import unique
+from tests.harness import free_port, serve
 from web.pages import page_routes
 from web.saga import build_timeline
 

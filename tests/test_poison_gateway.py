@@ -14,14 +14,15 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from gateway.app import Gateway, create_app
-from gateway.bus import OutgoingRecord
-from gateway.events import DEAD_LETTER_TOPIC, encode_event, make_event
-from gateway.failures import is_outage
+from gateway.app import Gateway
 from gateway.settings import Settings
-from loadtest.harness import serve
+from orderpush.apps import gateway_app
+from orderpush_core.bus import OutgoingRecord
+from orderpush_core.events import DEAD_LETTER_TOPIC, encode_event, make_event
+from orderpush_core.failures import is_outage
 from tests.backends import KAFKA_BOOTSTRAP, REDIS_URL, unique
 from tests.faults import SECRET, poll_until, token
+from tests.harness import serve
 from tests.stubs_support import read_topic
 from tests.wsclient import connect
 
@@ -46,7 +47,7 @@ async def test_a_record_that_keeps_failing_is_set_aside_and_the_partition_goes_o
         jwt_secret=SECRET,
         admin_port=None,
     )
-    app = create_app(settings)
+    app = gateway_app(settings)
     gateway: Gateway = app.state.gateway
     redis = Redis.from_url(REDIS_URL)
     good, bad = f"good-{prefix}", f"bad-{prefix}"
@@ -111,7 +112,7 @@ def test_outages_and_record_errors_are_told_apart() -> None:
     from redis.exceptions import ResponseError
     from redis.exceptions import TimeoutError as RedisTimeout
 
-    from gateway.bus import BusError
+    from orderpush_core.bus import BusError
 
     def bus_error(cause: BaseException) -> BusError:
         try:

@@ -18,9 +18,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from backend_stubs.order import OrderService
 from backend_stubs.runner import ServiceRunner, derived_event_id
 from backend_stubs.store import Store
-from gateway.bus import OutgoingRecord, Record
-from gateway.bus.kafka import KafkaEventBus
-from gateway.events import DEAD_LETTER_TOPIC, decode_event, encode_event, make_event
+from orderpush_core.bus import OutgoingRecord, Record
+from orderpush_core.bus.kafka import KafkaEventBus
+from orderpush_core.events import DEAD_LETTER_TOPIC, decode_event, encode_event, make_event
 from tests.backends import KAFKA_BOOTSTRAP, unique
 from tests.stubs_support import eventually, read_topic
 

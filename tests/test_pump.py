@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from gateway.bus import OutgoingRecord
-from gateway.bus.memory import MemoryEventBus
-from gateway.events import encode_event, make_event
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
 from gateway.pump import Pump
 from gateway.sessions import Delivery
 from gateway.sessions.memory import MemoryBackplane, MemorySessionStore
+from orderpush_core.bus import OutgoingRecord
+from orderpush_core.bus.memory import MemoryEventBus
+from orderpush_core.events import encode_event, make_event
 
 
 class FlakyHub(Hub):

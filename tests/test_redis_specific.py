@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway.events import encode_event, make_event
 from gateway.sessions import Delivery, Incoming
 from gateway.sessions.redis import RedisSessionStore, SessionStoreError
+from orderpush_core.events import encode_event, make_event
 from tests.backends import REDIS_URL, unique
 
 pytestmark = pytest.mark.redis

@@ -13,14 +13,15 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from gateway.app import Gateway, create_app
-from gateway.auth import issue_token
-from gateway.events import encode_event, make_event
+from gateway.app import Gateway
 from gateway.sessions import Incoming
 from gateway.sessions.redis import RedisSessionStore
 from gateway.settings import DEV_SECRET, Settings
-from loadtest.harness import serve
+from orderpush.apps import gateway_app
+from orderpush_core.auth import issue_token
+from orderpush_core.events import encode_event, make_event
 from tests.backends import REDIS_URL, unique
+from tests.harness import serve
 from tests.wsclient import connect
 
 pytestmark = pytest.mark.redis
@@ -45,7 +46,7 @@ async def test_events_routed_while_the_subscription_was_down_reach_the_socket(
 ) -> None:
     prefix, instance = unique("gap"), unique("gw")
     settings = Settings(sessions_url=REDIS_URL, session_key_prefix=prefix, instance_id=instance)
-    app = create_app(settings)
+    app = gateway_app(settings)
     other = RedisSessionStore(REDIS_URL, unique("other"), key_prefix=prefix)
     await other.start(lambda batch: None)
     try:

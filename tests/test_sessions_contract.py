@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 
-from gateway.events import Event, encode_event, make_event
 from gateway.sessions import Delivery, Incoming, SessionStore, Snapshot, cursor_key, open_sessions
+from orderpush_core.events import Event, encode_event, make_event
 from tests.backends import SESSION_BACKENDS, sessions_url, unique
 
 

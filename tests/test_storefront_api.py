@@ -15,8 +15,8 @@ import pytest
 
 from backend_stubs.api import create_app
 from backend_stubs.stack import StubStack
-from gateway.auth import issue_token
-from gateway.bus import open_bus
+from orderpush_core.auth import issue_token
+from orderpush_core.bus import open_bus
 from tests.stubs_support import (
     DECLINED_CARD,
     GOOD_CARD,

@@ -23,7 +23,7 @@ from backend_stubs.payment import PaymentService
 from backend_stubs.runner import Service, ServiceRunner, derived_event_id
 from backend_stubs.stack import StubStack
 from backend_stubs.store import Store
-from gateway.bus import (
+from orderpush_core.bus import (
     BusError,
     Consumer,
     EventBus,
@@ -32,8 +32,8 @@ from gateway.bus import (
     TopicPartition,
     open_bus,
 )
-from gateway.events import Event, encode_event, make_event
-from gateway.failures import POISON_ATTEMPTS
+from orderpush_core.events import Event, encode_event, make_event
+from orderpush_core.failures import POISON_ATTEMPTS
 from tests.backends import BUS_BACKENDS, bus_url, unique
 from tests.stubs_support import decoded, eventually, open_shop, order_body, read_topic
 

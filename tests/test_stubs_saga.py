@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from backend_stubs.stack import SERVICES
-from backend_stubs.tracing import trace_id, traceparent_of
-from gateway.bus import OutgoingRecord
-from gateway.events import DEAD_LETTER_TOPIC
+from orderpush_core.bus import OutgoingRecord
+from orderpush_core.events import DEAD_LETTER_TOPIC
+from orderpush_core.tracing import trace_id, traceparent_of
 from tests.backends import BUS_BACKENDS
 from tests.stubs_support import (
     DECLINED_CARD,

@@ -10,8 +10,8 @@ import pytest
 
 from backend_stubs.order_view import OrderView
 from backend_stubs.store import Store
-from gateway.bus import EventBus, OutgoingRecord, open_bus
-from gateway.events import TOPIC_OF_TYPE, Event, encode_event, make_event
+from orderpush_core.bus import EventBus, OutgoingRecord, open_bus
+from orderpush_core.events import TOPIC_OF_TYPE, Event, encode_event, make_event
 from tests.stubs_support import eventually, read_topic
 
 AT = "2026-11-27T15:46:00.123Z"

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 import pytest
 from starlette.applications import Starlette
 
-from gateway.app import Gateway, create_app
-from gateway.auth import issue_token
+from gateway.app import Gateway
 from gateway.protocol import CloseCode
 from gateway.settings import DEV_SECRET, Settings
-from loadtest.harness import serve
+from orderpush.apps import gateway_app
+from orderpush_core.auth import issue_token
 from tests.backends import unique
+from tests.harness import serve
 from tests.wsclient import Client, connect
 
 
@@ -37,7 +38,7 @@ async def running() -> AsyncIterator[Running]:
     settings = Settings(
         sessions_url=f"memory://{unique('tok')}", rate_limit_per_s=10_000, rate_limit_burst=10_000
     )
-    app = create_app(settings)
+    app = gateway_app(settings)
     async with serve(app) as addr:
         yield Running(addr, app)
 

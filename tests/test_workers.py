@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import issue_token
-from gateway.bus import OutgoingRecord
-from gateway.bus.kafka import KafkaEventBus
-from gateway.events import encode_event, make_event
-from loadtest.harness import Process, cluster
+from orderpush_core.auth import issue_token
+from orderpush_core.bus import OutgoingRecord
+from orderpush_core.bus.kafka import KafkaEventBus
+from orderpush_core.events import encode_event, make_event
 from tests.backends import KAFKA_BOOTSTRAP, REDIS_URL, unique
+from tests.harness import Process, cluster
 from tests.wsclient import Client, connect
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
@@ -142,7 +142,7 @@ async def test_two_workers_serve_one_port_and_each_client_gets_its_events(
 
 
 async def test_workers_flag_is_checked(tmp_path: Path) -> None:
-    from gateway.cli import main
+    from orderpush.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["gateway", "--workers", "0"])

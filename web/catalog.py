@@ -26,7 +26,7 @@ PRODUCTS: Final = (
     Product("SKU-4", "Paper filters, 100"),
 )
 
-#: The SKU that inventory always rejects (PROTOCOL.md, fault triggers).
+#: The SKU that inventory always rejects (docs/protocol.md, fault triggers).
 OUT_OF_STOCK_SKU: Final = "OUT-OF-STOCK"
 
 CARDS: Final = (

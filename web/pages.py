@@ -23,9 +23,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from gateway.auth import InvalidToken
-from gateway.endpoint import TOKEN_COOKIE
+from gateway.protocol import TOKEN_COOKIE
 from gateway.settings import Settings
+from orderpush_core.auth import InvalidToken
 from web import catalog, formatting
 from web.saga import build_timeline, empty_timeline, rules_json
 from web.shop import Storefront, StorefrontError
@@ -416,5 +416,15 @@ def _set_token_cookie(response: Response, request: Request, token: str, expires_
 
 
 def page_routes(settings: Settings, storefront: httpx.AsyncClient | None) -> list[BaseRoute]:
-    """The pages, their fragments and `/static`, for `gateway.app.create_app`."""
+    """The pages, their fragments and `/static`: `create_app(pages=page_routes)`."""
     return Pages(settings, storefront).routes()
+
+
+def operator_routes(settings: Settings) -> list[BaseRoute]:
+    """The operator page and `/static`, for the admin listener
+    (`create_app(admin_pages=operator_routes)`)."""
+    pages = Pages(settings, None)
+    return [
+        Route("/operator", pages.operator),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]

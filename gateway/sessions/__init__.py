@@ -7,12 +7,12 @@ extra, imported only then).
 
 from __future__ import annotations
 
+from gateway.protocol import OrderState
 from gateway.sessions.base import (
     DeliverFn,
     Delivery,
     GapFn,
     Incoming,
-    OrderState,
     SessionStore,
     SessionStoreError,
     Snapshot,

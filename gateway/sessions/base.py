@@ -17,24 +17,15 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import msgspec
-
-from gateway.events import Event
+from gateway.protocol import OrderState
+from orderpush_core.events import Event
+from orderpush_core.failures import OutageError
 
 ZERO_CURSOR = "0-0"
 
 
-class SessionStoreError(RuntimeError):
+class SessionStoreError(OutageError):
     """The session store cannot work: server unreachable, bad URL or option."""
-
-
-class OrderState(msgspec.Struct, frozen=True):
-    """One order in a snapshot (PROTOCOL.md: `snapshot.orders[]`)."""
-
-    order_id: str
-    status: str
-    version: int
-    updated_at: str
 
 
 @dataclass(frozen=True, slots=True)

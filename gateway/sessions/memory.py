@@ -13,14 +13,14 @@ from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from gateway.events import Event
+from orderpush_core.events import Event
+from gateway.protocol import OrderState
 from gateway.sessions.base import (
     ZERO_CURSOR,
     DeliverFn,
     Delivery,
     GapFn,
     Incoming,
-    OrderState,
     Snapshot,
     cursor_key,
     make_cursor,

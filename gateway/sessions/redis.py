@@ -54,14 +54,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from gateway.events import Event, PoisonEvent, decode_event
+from orderpush_core.events import Event, PoisonEvent, decode_event
+from gateway.protocol import OrderState
 from gateway.sessions.base import (
     ZERO_CURSOR,
     DeliverFn,
     Delivery,
     GapFn,
     Incoming,
-    OrderState,
     SessionStoreError,
     Snapshot,
     cursor_key,

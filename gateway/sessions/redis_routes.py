@@ -21,8 +21,9 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.events import PoisonEvent, decode_event
 from gateway.sessions.base import DeliverFn, Delivery, GapFn, cursor_key
+from orderpush_core.events import PoisonEvent, decode_event
+from orderpush_core.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class RouteListener:
     async def _read_loop(self, pubsub: PubSub | None) -> None:
         """Hand routed batches to `deliver` until cancelled, resubscribing
         with a bounded backoff whenever the connection is lost."""
-        backoff_s = RECONNECT_MIN_S
+        backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)
         lost_at_ms = NOT_LOST
         try:
             while True:
@@ -132,7 +133,7 @@ class RouteListener:
                     if pubsub is None:
                         pubsub = await self._subscribe()
                         log.info("sessions: resubscribed to %s", self._channel)
-                        backoff_s = RECONNECT_MIN_S
+                        backoff.reset()
                         self._report_gap(lost_at_ms)
                         lost_at_ms = NOT_LOST
                     async for message in pubsub.listen():
@@ -143,15 +144,14 @@ class RouteListener:
                         "sessions: pub/sub on %s lost (%s), retrying in %.1f s",
                         self.url,
                         exc,
-                        backoff_s,
+                        backoff.delay_s,
                     )
                 # However the listening ended, routes may be lost from now on.
                 lost_at_ms = min(lost_at_ms, epoch_ms())
                 if pubsub is not None:
                     await _close_quietly(pubsub)
                     pubsub = None
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, RECONNECT_MAX_S)
+                await backoff.wait()
         finally:
             if pubsub is not None:  # cancelled by stop(): unsubscribe now
                 await _close_quietly(pubsub)

@@ -1,6 +1,6 @@
 /**
  * Types of the Orderpush client (`orderpush.js`), the `orderpush.v1`
- * WebSocket protocol of PROTOCOL.md section 2.
+ * WebSocket protocol of docs/protocol.md section 2.
  */
 
 /** `closed` before `connect()` and after `close()` or a fatal close code. */

@@ -63,7 +63,7 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
 
 def _worker(index: int, args: argparse.Namespace, settings: Settings) -> None:
     """One worker process: a whole gateway on the shared port."""
-    from gateway.serve import serve_command
+    from orderpush.serve import serve_command
 
     logging.basicConfig(
         level=args.log_level.upper(),

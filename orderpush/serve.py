@@ -4,23 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
-from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from gateway.settings import ConfigError, Settings
 
@@ -78,14 +72,10 @@ def stubs_app(
     """The backend services and the storefront API (`orderpush stubs`).
     `instance_id` (else the one kept in `data_dir`) names the process in its
     services' transactional ids, so a restart fences what it left behind."""
-    from backend_stubs.api import storefront_routes
     from backend_stubs.stack import ALL_SERVICES, StubStack, stable_instance_id
-    from gateway.bus import open_bus
+    from orderpush.apps import storefront_app
+    from orderpush_core.bus import open_bus
 
-    registry = CollectorRegistry()
-    limited = Counter(
-        "orderpush_limited", "Requests refused by a limit", ["limit"], registry=registry
-    )
     selected = ALL_SERVICES if not only else tuple(s.strip() for s in only.split(",") if s.strip())
     bus = open_bus(
         settings.bus_url,
@@ -104,38 +94,7 @@ def stubs_app(
     except ValueError as exc:
         raise ConfigError(f"--only: {exc}") from None
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await bus.start()
-        await stack.start()
-        try:
-            yield
-        finally:
-            await stack.stop()
-            await bus.stop()
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "services": sorted(selected)})
-
-    routes = storefront_routes(
-        payment=stack.payment,
-        view=stack.view,
-        jwt_secret=settings.jwt_secret,
-        dev_mode=settings.dev_mode,
-        token_ttl_s=settings.dev_token_ttl_s,
-        verifier=settings.token_verifier(),
-        orders_per_minute=settings.orders_per_minute,
-        on_limited=lambda limit: limited.labels(limit).inc(),
-    )
-
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    # The stubs' own counters (a backend service: its port is not the public one).
-    return Starlette(
-        routes=[Route("/healthz", healthz), Route("/metrics", metrics), *routes],
-        lifespan=lifespan,
-    )
+    return storefront_app(settings, stack, bus=bus)
 
 
 def serve_command(
@@ -143,7 +102,7 @@ def serve_command(
 ) -> int:
     """Serve until stopped; on `sockets` (already bound: `--workers`) if given."""
     if args.command == "demo":
-        from gateway.demo import build_demo_app
+        from orderpush.demo import build_demo_app
 
         app = build_demo_app(settings)
         print(f"Orderpush demo: open http://{args.host}:{args.port}/ (Ctrl-C to stop)", flush=True)
@@ -151,9 +110,9 @@ def serve_command(
             admin = f"http://{settings.admin_host}:{settings.admin_port}"
             print(f"Operator page (admin listener): {admin}/operator", flush=True)
     elif args.command == "gateway":
-        from gateway.app import create_app
+        from orderpush.apps import gateway_app
 
-        app = create_app(settings)
+        app = gateway_app(settings)
     else:
         explicit_id = args.instance_id or os.environ.get("ORDERPUSH_INSTANCE_ID") or None
         app = stubs_app(settings, args.only, args.data_dir, explicit_id)

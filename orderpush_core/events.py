@@ -1,4 +1,4 @@
-"""The event model of the bus (PROTOCOL.md section 1).
+"""The event model of the bus (docs/protocol.md section 1).
 
 msgspec was chosen over pydantic because the gateway decodes every record on
 the hot path: it validates straight from bytes into typed structs without an

@@ -14,7 +14,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 
-from gateway.bus.base import BusError, OutgoingRecord, Record, TopicPartition
+from orderpush_core.bus.base import BusError, OutgoingRecord, Record, TopicPartition
 
 
 class _Group:

@@ -2,7 +2,7 @@
 
 Every consumer (gateway and stub services alike) runs its batches through
 `sort_records`, so a malformed record never stops a consumer and is never
-pushed to anyone (PROTOCOL.md section 1).
+pushed to anyone (docs/protocol.md section 1).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.bus.base import OutgoingRecord, Record
-from gateway.events import DEAD_LETTER_TOPIC, Event, PoisonEvent, decode_event
+from orderpush_core.bus.base import OutgoingRecord, Record
+from orderpush_core.events import DEAD_LETTER_TOPIC, Event, PoisonEvent, decode_event
 
 log = logging.getLogger("orderpush.poison")
 

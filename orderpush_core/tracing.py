@@ -1,5 +1,8 @@
 """W3C Trace Context (`traceparent`) passed along the saga.
 
+One reader of the header for the whole system (`traceparent_of`): the
+gateway pushes it on with each event; the stubs start a child of it.
+
 The stubs do no tracing themselves; they keep one trace id from the HTTP
 request that placed an order through every event it caused, so an outside
 tracer (or a person reading kcat output) can follow one order across topics.
@@ -14,6 +17,9 @@ from collections.abc import Iterable
 from typing import Final
 
 HEADER: Final = "traceparent"
+#: W3C's version 00 is 55 characters; bound what a producer can make us store
+#: and push on.
+TRACEPARENT_MAX_CHARS: Final = 128
 
 _TRACEPARENT: Final = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -34,9 +40,11 @@ def child_traceparent(parent: str | None) -> str:
 
 
 def traceparent_of(headers: Iterable[tuple[str, bytes]]) -> str | None:
-    """The `traceparent` of a record's headers, if it has a readable one."""
+    """The `traceparent` of a record's headers, if it has a readable one (ASCII,
+    at most TRACEPARENT_MAX_CHARS). Used by the gateway, which passes it on
+    to clients as it is, and by the stubs, which start a child of it."""
     for name, value in headers:
-        if name.lower() == HEADER:
+        if name.lower() == HEADER and len(value) <= TRACEPARENT_MAX_CHARS:
             try:
                 return value.decode("ascii")
             except UnicodeDecodeError:

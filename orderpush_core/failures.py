@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final
 
-from gateway.bus.base import BusError
-from gateway.sessions.base import SessionStoreError
+from orderpush_core.bus.base import BusError
 
 #: Redis error replies that describe the server's state, not the command:
 #: loading, out of memory, a read-only replica, a busy script, cluster moves,
@@ -49,6 +48,11 @@ KAFKA_RECORD_ERRORS: Final = frozenset(
 POISON_ATTEMPTS: Final = 3
 
 
+class OutageError(RuntimeError):
+    """A dependency (the session store, ...) is away: retried until it is back.
+    Raised as its own subclass by the module that knows the dependency."""
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -72,7 +76,7 @@ def is_outage(exc: BaseException) -> bool:
             return reply in REDIS_OUTAGE_REPLIES
         if module.startswith("aiokafka"):
             return kind.__name__ not in KAFKA_RECORD_ERRORS
-        if isinstance(error, OSError | TimeoutError | SessionStoreError):
+        if isinstance(error, OSError | TimeoutError | OutageError):
             return True
     # A bus error with no Kafka error behind it (a stopped bus, a timeout).
     return isinstance(exc, BusError)

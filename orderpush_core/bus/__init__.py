@@ -6,7 +6,7 @@ client only when a `kafka://` URL asks for it (it is an optional extra).
 
 from __future__ import annotations
 
-from gateway.bus.base import (
+from orderpush_core.bus.base import (
     BusError,
     Consumer,
     EventBus,
@@ -15,7 +15,7 @@ from gateway.bus.base import (
     Record,
     TopicPartition,
 )
-from gateway.bus.factory import open_bus
+from orderpush_core.bus.factory import open_bus
 
 __all__ = [
     "BusError",

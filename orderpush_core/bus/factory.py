@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from gateway.bus.base import EventBus
+from orderpush_core.bus.base import EventBus
 
 
 def open_bus(
@@ -23,13 +23,13 @@ def open_bus(
     """
     parts = urlsplit(url)
     if parts.scheme == "memory":
-        from gateway.bus.memory import MemoryEventBus
+        from orderpush_core.bus.memory import MemoryEventBus
 
         return MemoryEventBus(topic_prefix=topic_prefix, partitions=partitions)
     if parts.scheme == "kafka":
         if not parts.netloc:
             raise ValueError(f"bus URL {url!r} names no broker (kafka://HOST:PORT)")
-        from gateway.bus.kafka import KafkaEventBus
+        from orderpush_core.bus.kafka import KafkaEventBus
 
         return KafkaEventBus(
             bootstrap_servers=parts.netloc,

@@ -11,11 +11,10 @@ from dataclasses import replace
 
 from starlette.applications import Starlette
 
-from backend_stubs.api import storefront_routes
 from backend_stubs.stack import StubStack
-from gateway.app import create_app
-from gateway.bus.memory import MemoryEventBus
 from gateway.settings import Settings
+from orderpush.apps import gateway_app, storefront_app
+from orderpush_core.bus.memory import MemoryEventBus
 
 
 def build_demo_app(settings: Settings | None = None) -> Starlette:
@@ -27,18 +26,11 @@ def build_demo_app(settings: Settings | None = None) -> Starlette:
     settings = settings.validated()
     bus = MemoryEventBus(topic_prefix=settings.topic_prefix)
     stack = StubStack(bus)
-    storefront = Starlette(
-        routes=storefront_routes(
-            payment=stack.payment,
-            view=stack.view,
-            jwt_secret=settings.jwt_secret,
-            dev_mode=True,
-            token_ttl_s=settings.dev_token_ttl_s,
-            verifier=settings.token_verifier(),
-            orders_per_minute=settings.orders_per_minute,
-            # Counted with the gateway's limits (the demo has one /metrics).
-            on_limited=lambda limit: app.state.gateway.metrics.limited.labels(limit).inc(),
-        )
+    storefront = storefront_app(
+        settings,
+        stack,
+        # Counted with the gateway's limits (the demo has one /metrics).
+        on_limited=lambda limit: app.state.gateway.metrics.limited.labels(limit).inc(),
     )
-    app = create_app(settings, bus=bus, storefront=storefront, services=[stack])
+    app = gateway_app(settings, bus=bus, storefront=storefront, services=[stack])
     return app

@@ -1,5 +1,5 @@
 """Running Orderpush to measure or test it: in this event loop under uvicorn,
-or as `python -m gateway.cli ...` processes on free loopback ports.
+or as `python -m orderpush ...` processes on free loopback ports.
 
 Shared by the test suite and the bench scripts, so both drive the system the
 same way. Every process started here is stopped when its `cluster()` ends.
@@ -114,7 +114,7 @@ class Cluster:
     processes: list[Process] = field(default_factory=list)
 
     def start(self, name: str, args: Sequence[str], env: dict[str, str], log_dir: Path) -> Process:
-        """`python -m gateway.cli ARGS --port FREE`, its output in LOG_DIR/NAME.log."""
+        """`python -m orderpush ARGS --port FREE`, its output in LOG_DIR/NAME.log."""
         port = free_port()
         log_path = log_dir / f"{name}.log"
         # Each gateway gets its own admin port (the default, 9000, is one per host).
@@ -122,7 +122,7 @@ class Cluster:
         admin_port = free_ports(workers) if args and args[0] in ("gateway", "demo") else None
         admin = ["--admin-port", str(admin_port)] if admin_port is not None else []
         popen = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", *args, "--port", str(port), *admin],
+            [sys.executable, "-m", "orderpush", *args, "--port", str(port), *admin],
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=log_path.open("wb"),

@@ -27,9 +27,9 @@ from aiokafka.errors import (
     ProducerFenced,
 )
 
-from gateway.bus import kafka_batches
-from gateway.bus.base import BusError, FencedError, OutgoingRecord, Record, TopicPartition
-from gateway.events import COMPACTED_TOPICS
+from orderpush_core.bus import kafka_batches
+from orderpush_core.bus.base import BusError, FencedError, OutgoingRecord, Record, TopicPartition
+from orderpush_core.events import COMPACTED_TOPICS
 
 log = logging.getLogger(__name__)
 

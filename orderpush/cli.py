@@ -1,4 +1,4 @@
-"""The `orderpush` command line (PROTOCOL.md section 4)."""
+"""The `orderpush` command line (docs/protocol.md section 4)."""
 
 from __future__ import annotations
 
@@ -190,7 +190,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "token":
-        from gateway.auth import issue_token
+        from orderpush_core.auth import issue_token
 
         settings = load_settings(args)
         token = issue_token(
@@ -209,10 +209,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return asyncio.run(run(args))
     if args.command == "gateway" and args.workers > 1:
-        from gateway.workers import serve_workers
+        from orderpush.workers import serve_workers
 
         return serve_workers(args, load_settings(args))
-    from gateway.serve import serve_command
+    from orderpush.serve import serve_command
 
     return serve_command(args, load_settings(args))
 

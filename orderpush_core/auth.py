@@ -1,4 +1,4 @@
-"""JWT verification and issuing (PROTOCOL.md section 2, "Tokens").
+"""JWT verification and issuing (docs/protocol.md section 2, "Tokens").
 
 The accepted algorithm comes from configuration only, never from the token's
 header, so a token cannot talk the verifier into `none`, into HS512 with the
@@ -16,7 +16,7 @@ from typing import Any
 
 import jwt
 
-from gateway.jwks import JwksKeys
+from orderpush_core.jwks import JwksKeys
 
 
 class InvalidToken(Exception):
