@@ -26,9 +26,9 @@ import logging
 import time
 from typing import Final
 
-from gateway.bus.base import EventBus
-from gateway.events import ORDER_STATE_TOPIC, Event, PoisonEvent, decode_event
 from gateway.sessions.base import SessionStore
+from orderpush_core.bus.base import EventBus
+from orderpush_core.events import ORDER_STATE_TOPIC, Event, PoisonEvent, decode_event
 
 log = logging.getLogger("orderpush.rebuild")
 

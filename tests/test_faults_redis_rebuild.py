@@ -32,9 +32,9 @@ import pytest
 import websockets
 
 from gateway.drain import retry_after_ms
-from loadtest.harness import Process, cluster
 from tests.backends import KAFKA_BOOTSTRAP, unique
 from tests.faults import poll_until
+from tests.harness import Process, cluster
 from tests.processes import PrivateRedis
 from tests.stubs_support import SECRET, auth, order_body
 from tests.wsclient import connect

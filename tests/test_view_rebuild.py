@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from gateway.bus import OutgoingRecord
-from gateway.bus.memory import MemoryEventBus
-from gateway.events import ORDER_STATE_TOPIC, Event, encode_event, make_event
 from gateway.rebuild import ViewRebuilder
 from gateway.sessions import SessionStore, open_sessions
+from orderpush_core.bus import OutgoingRecord
+from orderpush_core.bus.memory import MemoryEventBus
+from orderpush_core.events import ORDER_STATE_TOPIC, Event, encode_event, make_event
 from tests.backends import REDIS_URL, SESSION_BACKENDS, sessions_url, unique
 
 

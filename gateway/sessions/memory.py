@@ -13,7 +13,6 @@ from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from orderpush_core.events import Event
 from gateway.protocol import OrderState
 from gateway.sessions.base import (
     ZERO_CURSOR,
@@ -25,6 +24,7 @@ from gateway.sessions.base import (
     cursor_key,
     make_cursor,
 )
+from orderpush_core.events import Event
 
 #: Default idle time after which a user's history and view are dropped.
 HISTORY_IDLE_S = 7 * 86_400.0

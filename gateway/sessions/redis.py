@@ -54,7 +54,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from orderpush_core.events import Event, PoisonEvent, decode_event
 from gateway.protocol import OrderState
 from gateway.sessions.base import (
     ZERO_CURSOR,
@@ -69,6 +68,7 @@ from gateway.sessions.base import (
 )
 from gateway.sessions.redis_routes import RouteListener, epoch_ms
 from gateway.sessions.redis_views import RedisViews
+from orderpush_core.events import Event, PoisonEvent, decode_event
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any, Final
 import msgspec
 from redis.asyncio import Redis
 
-from gateway.events import Event
-from gateway.sessions.base import OrderState
+from gateway.protocol import OrderState
+from orderpush_core.events import Event
 
 #: A rebuild holds its token this long; one that died is taken over after it.
 REBUILD_LEASE_MS: Final = 30_000
