@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _support import machine
 
+from gateway.envelope import Envelope
 from gateway.hub import Connection, Hub
 from gateway.metrics import GatewayMetrics
 from gateway.sessions.base import Delivery
@@ -58,7 +59,8 @@ def _deliveries(user_ids: list[str], count: int) -> list[Delivery]:
         event = make_event(
             "order.pending", order_id=f"o{i}", user_id=user, status="pending", version=1
         )
-        out.append(Delivery(user, f"{base_ms}-{i}", event, encode_event(event), base_ms))
+        envelope = Envelope(event=event, raw=encode_event(event), produced_ms=base_ms)
+        out.append(Delivery(user_id=user, cursor=f"{base_ms}-{i}", envelope=envelope))
     return out
 
 

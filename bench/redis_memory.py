@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from redis.asyncio import Redis
 
 from bench._support import machine
-from gateway.sessions import Delivery, Incoming
+from gateway.sessions import Delivery, Envelope
 from gateway.sessions.redis import RedisSessionStore
 from orderpush_core.events import encode_event, make_event
 from tests.harness import free_port
@@ -51,7 +51,7 @@ def private_redis() -> Iterator[str]:
             server.wait(10)
 
 
-def incoming(user: str, n: int) -> Incoming:
+def incoming(user: str, n: int) -> Envelope:
     event = make_event(
         "order.confirmed",
         order_id=f"ord-{user}-{n % 3}",
@@ -60,7 +60,7 @@ def incoming(user: str, n: int) -> Incoming:
         version=n + 1,
         data={"invoice_number": f"INV-{n:08d}"},
     )
-    return Incoming(event, encode_event(event), produced_ms=int(time.time() * 1000))
+    return Envelope(event=event, raw=encode_event(event), produced_ms=int(time.time() * 1000))
 
 
 class Sink:

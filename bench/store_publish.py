@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from redis.asyncio import Redis
 
 from bench._support import machine
-from gateway.sessions import Delivery, Incoming
+from gateway.sessions import Delivery, Envelope
 from gateway.sessions.redis import RedisSessionStore
 from orderpush_core.events import encode_event, make_event
 
 
-def incoming(user: str, n: int) -> Incoming:
+def incoming(user: str, n: int) -> Envelope:
     event = make_event(
         "order.confirmed",
         order_id=f"ord-{user}-{n % 5}",
@@ -45,7 +45,7 @@ def incoming(user: str, n: int) -> Incoming:
         version=n + 1,
         data={"invoice_number": f"INV-{n:06d}", "n": n},
     )
-    return Incoming(event, encode_event(event), produced_ms=int(time.time() * 1000))
+    return Envelope(event=event, raw=encode_event(event), produced_ms=int(time.time() * 1000))
 
 
 class Sink:
@@ -73,7 +73,7 @@ async def fixed_batches(a: RedisSessionStore, users: list[str], events: int) -> 
 
 
 async def paced(a: RedisSessionStore, users: list[str], rate: float, duration_s: float) -> None:
-    queue: list[Incoming] = []
+    queue: list[Envelope] = []
     done = asyncio.Event()
 
     async def produce() -> None:

@@ -22,7 +22,7 @@ from gateway.drain import close_spread
 from gateway.endpoint import Conversation
 from gateway.hub import Hub
 from gateway.logs import redact_tokens_in_server_logs
-from gateway.metrics import GatewayMetrics
+from gateway.metrics import GatewayMetrics, current
 from gateway.presence import open_presence
 from gateway.protocol import CloseCode
 from gateway.pump import Pump
@@ -177,21 +177,21 @@ class Gateway:
 
     def stats(self) -> dict[str, object]:
         m = self.metrics
-        round_trips = getattr(self.store, "round_trips", None)
+        store = self.store.stats()
         return {
             "instance_id": self.settings.instance_id,
             "connections": self.hub.connection_count(),
             "users": len(self.hub.user_ids()),
-            "events_consumed": m.events_consumed._value.get(),
-            "frames_sent": m.frames_sent._value.get(),
-            "poison_records": m.poison_records._value.get(),
-            "undecodable_batches": m.undecodable_batches._value.get(),
-            "stale_dropped": m.stale_dropped._value.get(),
-            "slow_client_closes": m.slow_closes._value.get(),
-            "consumer_lag": m.consumer_lag._value.get(),
+            "events_consumed": current(m.events_consumed),
+            "frames_sent": current(m.frames_sent),
+            "poison_records": current(m.poison_records),
+            "undecodable_batches": current(m.undecodable_batches),
+            "stale_dropped": current(m.stale_dropped),
+            "slow_client_closes": current(m.slow_closes),
+            "consumer_lag": current(m.consumer_lag),
             "push_latency_ms": m.latency_quantiles_ms(),
             "push_latency_buckets": m.latency_histogram(),
-            "session_round_trips": round_trips,
+            "session_round_trips": store.round_trips,
             "view_rebuilds": self.rebuilder.rebuilds,
             "uptime_s": round(time.time() - m.started_at, 1),
         }

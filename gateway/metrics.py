@@ -15,6 +15,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+def current(metric: Counter | Gauge) -> float:
+    """The value of an unlabelled counter or gauge, read through the public
+    `collect()` (not prometheus_client's private `_value`)."""
+    for family in metric.collect():
+        for sample in family.samples:
+            # A counter also yields `<name>_created`: its value is `<name>_total`.
+            if sample.name in (family.name, f"{family.name}_total"):
+                return sample.value
+    return 0.0
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()

@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Literal, TypeVar, overload
 
+from gateway.envelope import Envelope
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
-from gateway.sessions.base import Delivery, Incoming, SessionStore
+from gateway.sessions.base import Delivery, SessionStore
 from orderpush_core.bus.base import (
     BusError,
     Consumer,
@@ -115,7 +116,12 @@ class Pump:
             self.metrics.poison_records.inc(len(letters) - batch.undecodable_batches)
             self.metrics.undecodable_batches.inc(batch.undecodable_batches)
         incoming = [
-            Incoming(event, rec.value, rec.timestamp_ms, traceparent_of(rec.headers))
+            Envelope(
+                event=event,
+                raw=rec.value,
+                produced_ms=rec.timestamp_ms,
+                traceparent=traceparent_of(rec.headers),
+            )
             for rec, event in batch.events
         ]
         states = order_states(batch.events)
@@ -138,7 +144,7 @@ class Pump:
         self.batches += 1
 
     async def _one_by_one(
-        self, events: list[tuple[Record, Event]], incoming: list[Incoming]
+        self, events: list[tuple[Record, Event]], incoming: list[Envelope]
     ) -> list[Delivery]:
         """The batch kept failing, not for an outage: hand its records on one
         at a time, and set aside those that keep failing alone (a poison

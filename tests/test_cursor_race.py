@@ -23,7 +23,8 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.hub import GAP_WAIT_S
-from gateway.sessions import Delivery, Incoming
+from gateway.metrics import current
+from gateway.sessions import Delivery, Envelope
 from gateway.settings import Settings
 from orderpush.apps import gateway_app
 from orderpush_core.events import Event, encode_event
@@ -61,7 +62,7 @@ class Instance:
 
     async def append(self, event: Event) -> None:
         """What the pump does with a record it read: append + route, hand on."""
-        item = Incoming(event, encode_event(event), produced_ms=0)
+        item = Envelope(event=event, raw=encode_event(event), produced_ms=0)
         self.hand_over(await self.gateway.store.publish([item]))
 
 
@@ -142,7 +143,7 @@ async def test_routes_overtaking_each_other_around_a_resume_lose_and_repeat_noth
             # About half the rounds cut the client; a cut that lands while it
             # is still reconnecting from the last one does not count.
             assert reconnects >= USERS * ROUNDS // 10, "the race was not forced often enough"
-            fills = sum(i.gateway.metrics.cursor_gap_fills._value.get() for i in (one, two))
+            fills = sum(current(i.gateway.metrics.cursor_gap_fills) for i in (one, two))
             print(
                 f"\n{backend}: {USERS * ROUNDS} races, {reconnects} cuts and resumes, "
                 f"{sum(len(f.produced) for f in feeds)} events, lost 0, shown twice 0, "

@@ -13,6 +13,7 @@ import pytest
 from starlette.applications import Starlette
 
 from gateway.app import Gateway
+from gateway.metrics import current
 from gateway.protocol import CloseCode
 from gateway.settings import DEV_SECRET, Settings
 from orderpush.apps import gateway_app
@@ -246,7 +247,7 @@ async def test_poison_record_is_set_aside_and_serving_goes_on(running: Running) 
         await running.emit("alice", "o1", 1)
         (event,) = await alice.events(1)
         assert event["event"]["version"] == 1
-        assert running.gateway.metrics.poison_records._value.get() == 2
+        assert current(running.gateway.metrics.poison_records) == 2
         dead = await bus.consumer(["deadletter"], unique("g"))
         records = await dead.getmany(timeout_ms=1000)
         assert [r.value for r in records] == [

@@ -7,7 +7,7 @@ import asyncio
 from gateway.hub import Connection, Frame, Hub
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import CloseCode, event_frame
-from gateway.sessions import Delivery, OrderState, Snapshot
+from gateway.sessions import Delivery, Envelope, OrderState, Snapshot
 from orderpush_core.events import encode_event, make_event
 
 
@@ -15,7 +15,8 @@ def delivery(cursor: str, user: str = "alice", order: str = "o1", version: int =
     event = make_event(
         "order.pending", order_id=order, user_id=user, status="pending", version=version
     )
-    return Delivery(user, cursor, event, encode_event(event), 0)
+    envelope = Envelope(event=event, raw=encode_event(event), produced_ms=0)
+    return Delivery(user_id=user, cursor=cursor, envelope=envelope)
 
 
 def live_connection(user: str = "alice", queue_max: int = 100) -> Connection:
@@ -121,10 +122,12 @@ def test_hub_routes_by_user_and_closes_slow_connections() -> None:
 def test_replayed_frames_are_not_timed_as_pushes() -> None:
     conn = Connection("alice", "c1", 100, GatewayMetrics())
     conn.begin_sync("0-0")
-    old = Delivery("alice", "7-1", delivery("7-1").event, delivery("7-1").raw, produced_ms=1234)
+    old_envelope = Envelope(event=delivery("7-1").event, raw=delivery("7-1").raw, produced_ms=1234)
+    old = Delivery(user_id="alice", cursor="7-1", envelope=old_envelope)
     conn.replay([old])
     conn.go_live()
-    offer(conn, Delivery("alice", "7-2", delivery("7-2", order="o2").event, b"{}", produced_ms=99))
+    new_envelope = Envelope(event=delivery("7-2", order="o2").event, raw=b"{}", produced_ms=99)
+    offer(conn, Delivery(user_id="alice", cursor="7-2", envelope=new_envelope))
     frames = [conn.queue.get_nowait(), conn.queue.get_nowait()]
     assert [(f.is_event, f.produced_ms) for f in frames if isinstance(f, Frame)] == [
         (True, 0),

@@ -18,7 +18,7 @@ import pytest
 from gateway.hub import Close, Connection, Frame
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import CloseCode, event_frame
-from gateway.sessions import Delivery, OrderState, Snapshot
+from gateway.sessions import Delivery, Envelope, OrderState, Snapshot
 from orderpush_core.events import encode_event, make_event
 
 WAIT_LIMIT_S = 5.0
@@ -41,7 +41,8 @@ def delivery(
             status="pending",
             version=version,
         )
-    return Delivery(user, cursor, event, encode_event(event), 0)
+    envelope = Envelope(event=event, raw=encode_event(event), produced_ms=0)
+    return Delivery(user_id=user, cursor=cursor, envelope=envelope)
 
 
 def offer(conn: Connection, d: Delivery) -> None:
@@ -355,7 +356,8 @@ def test_a_refused_delivery_does_not_block_the_next_one() -> None:
 
 def test_frames_are_queued_as_given_and_marked_as_events() -> None:
     conn = live()
-    d = Delivery("alice", "7-1", delivery("7-1").event, b'{"k":1}', produced_ms=42)
+    envelope = Envelope(event=delivery("7-1").event, raw=b'{"k":1}', produced_ms=42)
+    d = Delivery(user_id="alice", cursor="7-1", envelope=envelope)
     conn.offer(d, "FRAME")
     item = conn.queue.get_nowait()
     assert item == Frame("FRAME", 42, is_event=True)

@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.app import Gateway
+from gateway.metrics import current
 from gateway.settings import Settings
 from orderpush.apps import gateway_app
 from orderpush_core.bus import OutgoingRecord
@@ -59,7 +60,7 @@ async def test_a_record_that_keeps_failing_is_set_aside_and_the_partition_goes_o
             await gateway.bus.publish([OutgoingRecord("orders", key, order(bad, 0))])
 
             async def handed_on() -> bool:  # every write of its append done
-                return gateway.metrics.events_consumed._value.get() >= 1
+                return current(gateway.metrics.events_consumed) >= 1
 
             await poll_until("the first event handed on", handed_on, 30)
             keys = await _keys_of(redis, prefix, bad)
@@ -82,7 +83,7 @@ async def test_a_record_that_keeps_failing_is_set_aside_and_the_partition_goes_o
                 return gateway.pump.set_aside == 1
 
             await poll_until(f"set aside (retries {gateway.pump.retries})", set_aside, 15)
-            assert gateway.metrics.poison_records._value.get() == 1
+            assert current(gateway.metrics.poison_records) == 1
 
             letters = await read_topic(gateway.bus, DEAD_LETTER_TOPIC, lambda got: len(got) >= 1)
             (letter,) = letters

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway.sessions import Delivery, Incoming
+from gateway.sessions import Delivery, Envelope
 from gateway.sessions.redis import RedisSessionStore, SessionStoreError
 from orderpush_core.events import encode_event, make_event
 from tests.backends import REDIS_URL, unique
@@ -78,11 +78,11 @@ async def make_node(prefix: str) -> AsyncIterator[NodeFactory]:
         await node.store.stop()
 
 
-def order_event(user: str, order: str, version: int) -> Incoming:
+def order_event(user: str, order: str, version: int) -> Envelope:
     event = make_event(
         "order.pending", order_id=order, user_id=user, status="pending", version=version
     )
-    return Incoming(event, encode_event(event), produced_ms=version)
+    return Envelope(event=event, raw=encode_event(event), produced_ms=version)
 
 
 async def wait_subscribers(
@@ -292,7 +292,7 @@ async def test_history_keeps_raw_bytes_and_produced_ms(make_node: NodeFactory) -
     a = await make_node("a")
     event = make_event("payment.authorized", order_id="o1", user_id="alice")
     raw = encode_event(event)[:-1] + b',"future_field":[1,2]}'  # unknown fields survive
-    await a.store.publish([Incoming(event, raw, produced_ms=1234)])
+    await a.store.publish([Envelope(event=event, raw=raw, produced_ms=1234)])
     history = await a.store.history_since("alice", "0-0")
     assert history is not None and len(history) == 1
     assert history[0].raw == raw and history[0].produced_ms == 1234

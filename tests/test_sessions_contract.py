@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import pytest
 
-from gateway.sessions import Delivery, Incoming, SessionStore, Snapshot, cursor_key, open_sessions
+from gateway.sessions import Delivery, Envelope, SessionStore, Snapshot, cursor_key, open_sessions
 from orderpush_core.events import Event, encode_event, make_event
 from tests.backends import SESSION_BACKENDS, sessions_url, unique
 
@@ -53,11 +53,11 @@ async def make_instance(request: pytest.FixtureRequest) -> AsyncIterator[Instanc
         await instance.store.stop()
 
 
-def incoming(event: Event) -> Incoming:
-    return Incoming(event, encode_event(event), produced_ms=0)
+def incoming(event: Event) -> Envelope:
+    return Envelope(event=event, raw=encode_event(event), produced_ms=0)
 
 
-def order_event(user: str, order: str, version: int, status: str = "pending") -> Incoming:
+def order_event(user: str, order: str, version: int, status: str = "pending") -> Envelope:
     return incoming(
         make_event(f"order.{status}", order_id=order, user_id=user, status=status, version=version)
     )
@@ -105,6 +105,14 @@ async def test_redelivered_event_is_appended_once_and_routed_again(
     assert history is not None and [d.cursor for d in history] == [first.cursor]
     await b.wait_received(2)
     assert [d.cursor for d in b.received] == [first.cursor, first.cursor]
+
+
+async def test_stats_count_appends_but_not_redeliveries(make_instance: InstanceFactory) -> None:
+    a = await make_instance("a")
+    item = order_event("alice", "o1", 1)
+    await a.store.publish([item, order_event("alice", "o1", 2)])
+    await a.store.publish([item])  # a redelivery: routed again, not appended
+    assert a.store.stats().published_events == 2
 
 
 async def test_snapshot_keeps_the_newest_version_of_each_order(
@@ -198,7 +206,9 @@ async def test_trace_context_survives_history_and_routing(make_instance: Instanc
     await b.store.add_session("alice")
     event = make_event("payment.authorized", order_id="o1", user_id="alice")
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    (delivery,) = await a.store.publish([Incoming(event, encode_event(event), 5, traceparent)])
+    (delivery,) = await a.store.publish(
+        [Envelope(event=event, raw=encode_event(event), produced_ms=5, traceparent=traceparent)]
+    )
     assert delivery.traceparent == traceparent
     history = await a.store.history_since("alice", "0-0")
     assert history is not None and history[0].traceparent == traceparent

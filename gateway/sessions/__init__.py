@@ -7,12 +7,13 @@ extra, imported only then).
 
 from __future__ import annotations
 
+from gateway.envelope import Envelope
 from gateway.protocol import OrderState
 from gateway.sessions.base import (
     DeliverFn,
     Delivery,
     GapFn,
-    Incoming,
+    SessionStats,
     SessionStore,
     SessionStoreError,
     Snapshot,
@@ -23,9 +24,10 @@ from gateway.sessions.factory import open_sessions
 __all__ = [
     "DeliverFn",
     "Delivery",
+    "Envelope",
     "GapFn",
-    "Incoming",
     "OrderState",
+    "SessionStats",
     "SessionStore",
     "SessionStoreError",
     "Snapshot",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.envelope import Envelope
 from gateway.protocol import OrderState
 from orderpush_core.events import Event
 from orderpush_core.failures import OutageError
@@ -28,37 +29,54 @@ class SessionStoreError(OutageError):
     """The session store cannot work: server unreachable, bad URL or option."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Delivery:
-    """An event on its way to one user's sockets.
-
-    `raw` is the record value as it came off the bus: it is pushed unchanged
-    so fields this gateway does not know still reach clients.
-    """
+    """An envelope on its way to one user's sockets, at its place (`cursor`)
+    in the user's history."""
 
     user_id: str
     cursor: str
-    event: Event
-    raw: bytes
-    produced_ms: int
-    #: The record's W3C `traceparent` header, passed on to the client.
-    traceparent: str | None = None
+    envelope: Envelope
+
+    # Read-through accessors: the envelope stays the one holder of these.
+    @property
+    def event(self) -> Event:
+        return self.envelope.event
+
+    @property
+    def raw(self) -> bytes:
+        return self.envelope.raw
+
+    @property
+    def produced_ms(self) -> int:
+        return self.envelope.produced_ms
+
+    @property
+    def traceparent(self) -> str | None:
+        return self.envelope.traceparent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionStats:
+    """What a session store did so far, for `/api/stats` and the benches."""
+
+    #: Network round trips (pipelines, scripts, single commands); None for a
+    #: store that makes none (the in-process memory store).
+    round_trips: int | None
+    #: Events appended to a history (redeliveries excluded).
+    published_events: int
+    #: Times this instance found its own lease gone and wrote its sessions again.
+    lease_rewrites: int
+    #: Times the route subscription dropped and came back (routes may be lost).
+    route_gaps: int
+    #: Routed messages (or events in them) dropped as undecodable.
+    bad_routes: int
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     orders: list[OrderState]
     cursor: str
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """An event handed to `SessionStore.publish`, with its bus timestamp."""
-
-    event: Event
-    raw: bytes
-    produced_ms: int
-    traceparent: str | None = None
 
 
 #: Called with deliveries that other instances routed to this one. It must not
@@ -107,7 +125,11 @@ class SessionStore(Protocol):
         """Drop this instance's leases and stop listening."""
         ...
 
-    async def publish(self, items: Sequence[Incoming]) -> list[Delivery]:
+    def stats(self) -> SessionStats:
+        """Counters of what this store did so far."""
+        ...
+
+    async def publish(self, items: Sequence[Envelope]) -> list[Delivery]:
         """Append events to their users' histories and views, and route them.
 
         Each new event gets its user's next cursor (same epoch, seq + 1),

@@ -13,13 +13,14 @@ from collections import deque
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
+from gateway.envelope import Envelope
 from gateway.protocol import OrderState
 from gateway.sessions.base import (
     ZERO_CURSOR,
     DeliverFn,
     Delivery,
     GapFn,
-    Incoming,
+    SessionStats,
     Snapshot,
     cursor_key,
     make_cursor,
@@ -89,11 +90,22 @@ class MemorySessionStore:
         self.history_max = history_max
         self.lease_ttl_s = lease_ttl_s
         self.history_idle_s = history_idle_s
+        self._published_events = 0
 
     async def start(self, deliver: DeliverFn, on_gap: GapFn | None = None) -> None:
         # In-process routing is a direct call: it cannot lose anything.
         self._bp.instances[self.instance_id] = deliver
         self._beat()
+
+    def stats(self) -> SessionStats:
+        # In-process: no round trips, no routes to lose, a lease never lost.
+        return SessionStats(
+            round_trips=None,
+            published_events=self._published_events,
+            lease_rewrites=0,
+            route_gaps=0,
+            bad_routes=0,
+        )
 
     async def stop(self) -> None:
         self._bp.instances.pop(self.instance_id, None)
@@ -121,7 +133,7 @@ class MemorySessionStore:
         for user_id in idle:
             del self._bp.users[user_id]
 
-    def _append(self, item: Incoming) -> Delivery:
+    def _append(self, item: Envelope) -> Delivery:
         event = item.event
         user = self._user(event.user_id) or self._bp.users.setdefault(event.user_id, _User())
         user.touched = time.monotonic()
@@ -130,14 +142,11 @@ class MemorySessionStore:
             history = user.history = _History(self._bp.new_epoch())
         first_cursor = history.ids.get(event.event_id)
         if first_cursor is not None:
-            return Delivery(
-                event.user_id, first_cursor, event, item.raw, item.produced_ms, item.traceparent
-            )
+            return Delivery(user_id=event.user_id, cursor=first_cursor, envelope=item)
         history.seq += 1
+        self._published_events += 1
         cursor = make_cursor(history.epoch, history.seq)
-        delivery = Delivery(
-            event.user_id, cursor, event, item.raw, item.produced_ms, item.traceparent
-        )
+        delivery = Delivery(user_id=event.user_id, cursor=cursor, envelope=item)
         history.ids[event.event_id] = cursor
         history.entries.append(delivery)
         while len(history.entries) > self.history_max:
@@ -151,7 +160,7 @@ class MemorySessionStore:
                 )
         return delivery
 
-    async def publish(self, items: Sequence[Incoming]) -> list[Delivery]:
+    async def publish(self, items: Sequence[Envelope]) -> list[Delivery]:
         self._sweep()
         deliveries = [self._append(item) for item in items]
         remote: dict[str, list[Delivery]] = {}

@@ -54,13 +54,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, RedisError
 
+from gateway.envelope import Envelope
 from gateway.protocol import OrderState
 from gateway.sessions.base import (
     ZERO_CURSOR,
     DeliverFn,
     Delivery,
     GapFn,
-    Incoming,
+    SessionStats,
     SessionStoreError,
     Snapshot,
     cursor_key,
@@ -318,6 +319,15 @@ class RedisSessionStore:
         #: Times this instance found its own lease gone and wrote its sessions again.
         self.lease_rewrites = 0
 
+    def stats(self) -> SessionStats:
+        return SessionStats(
+            round_trips=self.round_trips,
+            published_events=self.published_events,
+            lease_rewrites=self.lease_rewrites,
+            route_gaps=self.gaps,
+            bad_routes=self.bad_messages,
+        )
+
     @property
     def bad_messages(self) -> int:
         """Routed messages (or events in them) dropped as undecodable."""
@@ -373,9 +383,9 @@ class RedisSessionStore:
 
     # -- publish -----------------------------------------------------------
 
-    async def publish(self, items: Sequence[Incoming]) -> list[Delivery]:
+    async def publish(self, items: Sequence[Envelope]) -> list[Delivery]:
         # The same event twice in one batch: keep the first, like a redelivery.
-        unique: dict[str, Incoming] = {}
+        unique: dict[str, Envelope] = {}
         for item in items:
             unique.setdefault(item.event.event_id, item)
         batch = list(unique.values())
@@ -384,20 +394,13 @@ class RedisSessionStore:
         # One token per call, so our own retries are not taken for redeliveries.
         reply = await self._run_append(self._append_args(batch, uuid.uuid4().hex))
         deliveries = [
-            Delivery(
-                item.event.user_id,
-                _str(reply[2 * n]),
-                item.event,
-                item.raw,
-                item.produced_ms,
-                item.traceparent,
-            )
+            Delivery(user_id=item.event.user_id, cursor=_str(reply[2 * n]), envelope=item)
             for n, item in enumerate(batch)
         ]
         self.published_events += sum(int(flag) for flag in reply[1 : 2 * len(batch) : 2])
         return deliveries
 
-    def _append_args(self, batch: Sequence[Incoming], token: str) -> tuple[list[str], list[Any]]:
+    def _append_args(self, batch: Sequence[Envelope], token: str) -> tuple[list[str], list[Any]]:
         users: dict[str, int] = {}
         # Text, not bytes: Redis's cmsgpack cannot read msgpack's bin type.
         # Record values are valid UTF-8 (they decoded as JSON).
@@ -480,9 +483,10 @@ class RedisSessionStore:
                 continue
             produced_ms = int(fields[b"produced_ms"])
             traceparent = _str(fields[b"tp"]) if fields.get(b"tp") else None
-            history.append(
-                Delivery(user_id, _str(entry_id), event, fields[b"raw"], produced_ms, traceparent)
+            envelope = Envelope(
+                event=event, raw=fields[b"raw"], produced_ms=produced_ms, traceparent=traceparent
             )
+            history.append(Delivery(user_id=user_id, cursor=_str(entry_id), envelope=envelope))
         return history
 
     async def snapshot(self, user_id: str) -> Snapshot:

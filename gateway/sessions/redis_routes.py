@@ -21,6 +21,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.envelope import Envelope
 from gateway.sessions.base import DeliverFn, Delivery, GapFn, cursor_key
 from orderpush_core.events import PoisonEvent, decode_event
 from orderpush_core.retry import Backoff
@@ -50,7 +51,16 @@ _route_decoder: Final = msgspec.msgpack.Decoder(list[_Routed])
 def encode_routes(deliveries: Sequence[Delivery]) -> bytes:
     """One message carrying many deliveries for one instance."""
     return _route_encoder.encode(
-        [_Routed(d.user_id, d.cursor, d.raw, d.produced_ms, d.traceparent) for d in deliveries]
+        [
+            _Routed(
+                user_id=d.user_id,
+                cursor=d.cursor,
+                raw=d.raw,
+                produced_ms=d.produced_ms,
+                traceparent=d.traceparent,
+            )
+            for d in deliveries
+        ]
     )
 
 
@@ -188,11 +198,13 @@ class RouteListener:
                 self.bad_messages += 1
                 log.warning("sessions: bad delivery on %s: %s", self._channel, exc)
                 continue
-            batch.append(
-                Delivery(
-                    item.user_id, item.cursor, event, item.raw, item.produced_ms, item.traceparent
-                )
+            envelope = Envelope(
+                event=event,
+                raw=item.raw,
+                produced_ms=item.produced_ms,
+                traceparent=item.traceparent,
             )
+            batch.append(Delivery(user_id=item.user_id, cursor=item.cursor, envelope=envelope))
         if batch and self._deliver is not None:
             try:
                 self._deliver(batch)
