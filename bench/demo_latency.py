@@ -28,10 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _support import machine, quantile_ms
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from bench._support import machine, quantile_ms
 from gateway.settings import Settings
 from orderpush_core.auth import issue_token
 from tests.harness import serve

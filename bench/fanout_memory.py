@@ -33,8 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _support import machine
-
+from bench._support import machine
 from gateway.envelope import Envelope
 from gateway.hub import Connection, Hub
 from gateway.metrics import GatewayMetrics

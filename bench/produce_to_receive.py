@@ -36,8 +36,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-from _support import machine
 
+from bench._support import machine
 from gateway.settings import DEV_SECRET
 from loadtest.config import LoadtestConfig
 from loadtest.report import Report, format_text

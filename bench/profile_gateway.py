@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from side_by_side import build_loadclient, client_argv, make_server, running
+from bench.side_by_side import build_loadclient, client_argv, make_server, running
 
 # Stack frames look like "function (path/to/file.py:123)".
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]+?)(?::(?P<line>\d+))?\)$")

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -84,7 +85,8 @@ async def run(url: str, args: argparse.Namespace) -> None:
             await client.ping()
             break
         await asyncio.sleep(0.05)
-    options: dict[str, float] = {"history_idle_s": args.idle_s}
+    # Any: the keys are RedisSessionStore keywords, checked by inspect below.
+    options: dict[str, Any] = {"history_idle_s": args.idle_s}
     if "history_idle_s" not in inspect.signature(RedisSessionStore).parameters:
         options = {}  # a version without idle expiry, for comparison
         print("this RedisSessionStore has no idle expiry")

@@ -63,8 +63,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _support import ROOT, machine
-
+from bench._support import ROOT, machine
 from tests.harness import free_port
 
 LOADCLIENT_DIR = ROOT / "bench" / "loadclient"

@@ -12,7 +12,7 @@ from tests.backends import BUS_BACKENDS, SESSION_BACKENDS
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    available = {*BUS_BACKENDS, *SESSION_BACKENDS}
+    available: set[str] = {*BUS_BACKENDS, *SESSION_BACKENDS}
     if "browser" in os.environ.get("ORDERPUSH_TEST_BACKENDS", "memory,kafka,redis,browser"):
         available.add("browser")
     keep: list[pytest.Item] = []

@@ -142,9 +142,9 @@ async def verify(running: Running, sub: Subscriber, feed: Feed, cursor_before: s
 
 
 #: Starts producing 6 events while the broker is away; the task ends once acknowledged.
-ProduceDuring = Callable[[], "asyncio.Task[None]"]
+ProduceDuring = Callable[[], "asyncio.Task[int]"]
 #: Takes the broker away and brings it back; returns the produce started meanwhile.
-Outage = Callable[[ProduceDuring, Subscriber], Awaitable["asyncio.Task[None]"]]
+Outage = Callable[[ProduceDuring, Subscriber], Awaitable["asyncio.Task[int]"]]
 
 
 async def survive(broker: PrivateKafka, redis: PrivateRedis, name: str, outage: Outage) -> None:
@@ -177,7 +177,7 @@ async def test_a_hung_broker_delays_events_but_loses_and_repeats_none(
     comes first, its expiry timer or the member's next heartbeat: both paths
     happen, and both must lose nothing.)"""
 
-    async def hang(produce: ProduceDuring, sub: Subscriber) -> asyncio.Task[None]:
+    async def hang(produce: ProduceDuring, sub: Subscriber) -> asyncio.Task[int]:
         broker.pause()
         try:
             during = produce()
@@ -198,7 +198,7 @@ async def test_a_crashed_broker_restarted_on_its_data_loses_and_repeats_none(
     same data dir: the gateway reconnects by itself and resumes from the
     group's commits; every event reaches the client exactly once."""
 
-    async def crash(produce: ProduceDuring, sub: Subscriber) -> asyncio.Task[None]:
+    async def crash(produce: ProduceDuring, sub: Subscriber) -> asyncio.Task[int]:
         broker.kill()
         during = produce()
         await asyncio.sleep(2)

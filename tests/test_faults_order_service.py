@@ -167,7 +167,7 @@ async def test_killing_the_order_service_mid_transaction_shows_each_event_once_i
                 # repeat has the same event id, which every reader drops.
                 # Checked here: nothing else, and the order stays in order.
                 seen: set[str] = set()
-                mine = [e for e in mine if not (e.event_id in seen or seen.add(e.event_id))]
+                mine = [e for e in mine if not (e.event_id in seen or seen.add(e.event_id))]  # type: ignore[func-returns-value]
             assert [(e.type, e.version) for e in mine] == [
                 ("order.pending", 1),
                 ("order.confirmed", 2),

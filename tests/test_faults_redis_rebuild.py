@@ -242,7 +242,7 @@ async def run(
         finally:
             flow.cancel()
 
-        views = {u: {} for u in users}
+        views: dict[str, dict[str, tuple[str, int]]] = {u: {} for u in users}
 
         async def all_confirmed() -> bool:
             for user in users:

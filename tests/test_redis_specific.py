@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway.sessions import Delivery, Envelope
-from gateway.sessions.redis import RedisSessionStore, SessionStoreError
+from gateway.sessions import Delivery, Envelope, SessionStoreError
+from gateway.sessions.redis import RedisSessionStore
 from orderpush_core.events import encode_event, make_event
 from tests.backends import REDIS_URL, unique
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -33,13 +34,21 @@ class Instance:
 InstanceFactory = Callable[..., Awaitable[Instance]]
 
 
+class StoreOptions(TypedDict, total=False):
+    """The keywords of `open_sessions` a test may set."""
+
+    history_max: int
+    lease_ttl_s: float
+    history_idle_s: float
+
+
 @pytest.fixture(params=SESSION_BACKENDS)
 async def make_instance(request: pytest.FixtureRequest) -> AsyncIterator[InstanceFactory]:
     """Instances sharing one backend, isolated from other tests by name."""
     name = unique("t")
     started: list[Instance] = []
 
-    async def factory(instance_id: str, **options: float) -> Instance:
+    async def factory(instance_id: str, **options: Unpack[StoreOptions]) -> Instance:
         store = open_sessions(
             sessions_url(request.param, name), instance_id, key_prefix=name, **options
         )

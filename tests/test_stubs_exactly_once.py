@@ -233,6 +233,9 @@ class _FlakyBus:
     async def end_offsets(self, topic: str) -> dict[int, int]:
         return await self._inner.end_offsets(topic)
 
+    def scan(self, topic: str) -> AsyncIterator[list[Record]]:
+        return self._inner.scan(topic)
+
 
 @pytest.mark.parametrize("backend", BUS_BACKENDS)
 async def test_redelivery_after_a_lost_commit_resends_the_same_event_ids(backend: str) -> None:

@@ -49,7 +49,7 @@ def token(user: str, ttl_s: float) -> str:
 
 async def alive(client: Client) -> bool:
     await client.send({"type": "ping"})
-    return (await client.recv(timeout_s=5))["type"] == "pong"
+    return bool((await client.recv(timeout_s=5))["type"] == "pong")
 
 
 async def until(predicate: object, timeout_s: float = 10) -> None:

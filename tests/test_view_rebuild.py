@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from gateway.rebuild import ViewRebuilder
 from gateway.sessions import SessionStore, open_sessions
+from gateway.sessions.redis import RedisSessionStore
 from orderpush_core.bus import OutgoingRecord
 from orderpush_core.bus.memory import MemoryEventBus
 from orderpush_core.events import ORDER_STATE_TOPIC, Event, encode_event, make_event
@@ -74,6 +75,7 @@ async def test_only_the_rebuild_in_progress_marks_the_views(
     assert await sessions.begin_rebuild() is None  # one rebuild at a time
     # Redis lost its data meanwhile (here: the token alone).
     client = Redis.from_url(REDIS_URL)
+    assert isinstance(sessions, RedisSessionStore)
     prefix = sessions._prefix
     await client.delete(f"{prefix}:rebuilding")
     await client.aclose()
