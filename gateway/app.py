@@ -27,6 +27,7 @@ from gateway.presence import open_presence
 from gateway.protocol import CloseCode
 from gateway.pump import Pump
 from gateway.rebuild import ViewRebuilder
+from gateway.route_leases import RouteLeases
 from gateway.sessions import SessionStore, open_sessions
 from gateway.settings import Settings
 from gateway.storefront import StorefrontProxy, storefront_client
@@ -78,7 +79,11 @@ class Gateway:
             client_id=settings.instance_id,
             batch_max=settings.batch_max,
         )
-        self.endpoint = Conversation(settings, self.verifier, self.hub, store, self.metrics)
+        #: The one owner of this instance's route leases (hub + heartbeat).
+        self.route_leases = RouteLeases(self.hub, store)
+        self.endpoint = Conversation(
+            settings, self.verifier, self.hub, store, self.metrics, self.route_leases
+        )
         # Sockets per user across the cluster: shared as widely as the sessions.
         self.presence = open_presence(
             settings.sessions_url,
@@ -107,7 +112,11 @@ class Gateway:
         except Exception:
             log.warning("rebuilding the order views at start failed; retrying", exc_info=True)
         self._tasks = [
-            asyncio.create_task(self._heartbeat(), name="orderpush-leases"),
+            asyncio.create_task(
+                # Well before the leases expire.
+                self.route_leases.keep_alive(self.settings.lease_ttl_s / 3),
+                name="orderpush-leases",
+            ),
             asyncio.create_task(self._sample_lag(), name="orderpush-lag"),
             asyncio.create_task(self.rebuilder.run(), name="orderpush-rebuild"),
         ]
@@ -160,15 +169,6 @@ class Gateway:
             task = asyncio.create_task(self.endpoint.fill(conn))
             self._repairs.add(task)
             task.add_done_callback(self._repairs.discard)
-
-    async def _heartbeat(self) -> None:
-        """Refresh this instance's session leases well before they expire."""
-        while True:
-            await asyncio.sleep(self.settings.lease_ttl_s / 3)
-            try:
-                await self.store.refresh_leases(self.hub.user_ids())
-            except Exception:
-                log.exception("lease refresh failed")
 
     async def _sample_lag(self) -> None:
         while True:

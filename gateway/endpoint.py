@@ -39,7 +39,8 @@ from gateway.protocol import (
     Welcome,
     parse_client_message,
 )
-from gateway.sessions.base import SessionStore
+from gateway.route_leases import RouteLeases
+from gateway.sessions.base import SessionHistory
 from gateway.settings import Settings
 from orderpush_core import limits
 from orderpush_core.auth import Claims, InvalidToken, TokenVerifier
@@ -88,8 +89,10 @@ class Conversation:
     settings: Settings
     verifier: TokenVerifier
     hub: Hub
-    store: SessionStore
+    store: SessionHistory
     metrics: GatewayMetrics
+    #: Registers sockets in the hub, with their users' route leases.
+    route_leases: RouteLeases
     #: Set when the instance drains (SIGTERM): new sockets are sent elsewhere.
     draining: bool = False
     #: Awaited before a snapshot: returns once the order views are whole.
@@ -243,24 +246,19 @@ class Conversation:
     async def _serve_counted(
         self, websocket: WebSocket, conn: Connection, claims: Claims, cursor: str | None
     ) -> None:
-        first_here = self.hub.add(conn)
         sender = asyncio.create_task(self._send_loop(websocket, conn))
         expiry = ExpiryTimer(conn)
         expiry.set(self.verifier.closes_at(claims))
         try:
-            if first_here:
-                await self.store.add_session(conn.user_id)
-            conn.send(Welcome(conn.user_id, conn.connection_id, self.settings.heartbeat_s))
-            await self._sync(conn, cursor)
-            await self._receive_loop(websocket, conn, expiry)
+            async with self.route_leases.holding(conn):
+                conn.send(Welcome(conn.user_id, conn.connection_id, self.settings.heartbeat_s))
+                await self._sync(conn, cursor)
+                await self._receive_loop(websocket, conn, expiry)
         except Exception:
             log.exception("connection %s failed", conn.connection_id)
             conn.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             expiry.cancel()
-            if self.hub.remove(conn):
-                with contextlib.suppress(Exception):
-                    await self.store.remove_session(conn.user_id)
             if conn.closing is not None:
                 # Give the sender a moment to flush what precedes the close frame.
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):

@@ -16,7 +16,7 @@ from typing import Literal, TypeVar, overload
 from gateway.envelope import Envelope
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
-from gateway.sessions.base import Delivery, SessionStore
+from gateway.sessions.base import Delivery, SessionHistory
 from orderpush_core.bus.base import (
     BusError,
     Consumer,
@@ -56,7 +56,7 @@ class Pump:
     def __init__(
         self,
         bus: EventBus,
-        store: SessionStore,
+        store: SessionHistory,
         hub: Hub,
         metrics: GatewayMetrics,
         *,

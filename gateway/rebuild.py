@@ -26,7 +26,7 @@ import logging
 import time
 from typing import Final
 
-from gateway.sessions.base import SessionStore
+from gateway.sessions.base import SessionHistory
 from orderpush_core.bus.base import EventBus
 from orderpush_core.events import ORDER_STATE_TOPIC, Event, PoisonEvent, decode_event
 
@@ -42,7 +42,7 @@ REBUILD_TIMEOUT_S: Final = 60.0
 
 class ViewRebuilder:
     def __init__(
-        self, bus: EventBus, store: SessionStore, *, check_every_s: float = CHECK_EVERY_S
+        self, bus: EventBus, store: SessionHistory, *, check_every_s: float = CHECK_EVERY_S
     ) -> None:
         self.bus = bus
         self.store = store

@@ -108,26 +108,10 @@ def make_cursor(epoch: int, seq: int) -> str:
     return f"{epoch}-{seq}"
 
 
-class SessionStore(Protocol):
-    """One gateway instance's view of the shared session state."""
-
-    instance_id: str
-
-    async def start(self, deliver: DeliverFn, on_gap: GapFn | None = None) -> None:
-        """Connect, and start handing deliveries routed to this instance to `deliver`.
-
-        Routing is at most once (a subscription can drop); `on_gap` hears of
-        every moment it may have lost something, so nothing stays lost.
-        """
-        ...
-
-    async def stop(self) -> None:
-        """Drop this instance's leases and stop listening."""
-        ...
-
-    def stats(self) -> SessionStats:
-        """Counters of what this store did so far."""
-        ...
+class SessionHistory(Protocol):
+    """History and view: the per-user replay history (cursors), the order
+    view, and routing each appended event to the instances that hold a
+    route lease of its user (`SessionLeases`)."""
 
     async def publish(self, items: Sequence[Envelope]) -> list[Delivery]:
         """Append events to their users' histories and views, and route them.
@@ -156,28 +140,6 @@ class SessionStore(Protocol):
         read atomically so that resuming from that cursor misses nothing."""
         ...
 
-    async def add_session(self, user_id: str) -> None:
-        """This instance now holds at least one socket of `user_id`."""
-        ...
-
-    async def remove_session(self, user_id: str) -> None:
-        """This instance holds no socket of `user_id` any more."""
-        ...
-
-    async def refresh_leases(self, user_ids: Collection[str]) -> None:
-        """Heartbeat: this instance is alive and holds sockets of these users.
-
-        A lease is per instance: an instance that stops beating (killed)
-        loses all its sessions at once after `lease_ttl_s`; one that beats
-        keeps every session it added and did not remove. The per-user entries
-        are rewritten here only when they may have been lost, and in bounded
-        chunks, so a beat costs about the same with 10 users or 10,000."""
-        ...
-
-    async def locate(self, user_ids: Collection[str]) -> dict[str, set[str]]:
-        """For each user, the live instances holding a session of the user."""
-        ...
-
     # -- rebuilding the views (gateway/rebuild.py) -------------------------
 
     async def views_marked(self) -> bool:
@@ -199,4 +161,61 @@ class SessionStore(Protocol):
     async def finish_rebuild(self, token: str) -> bool:
         """Mark the views whole, if the rebuild of `token` is still the one
         in progress (False: the store lost its data again meanwhile)."""
+        ...
+
+
+class SessionLeases(Protocol):
+    """Route leases: which instances hold sockets of a user, so `publish`
+    routes the user's events there. Held per (user, instance), not per
+    socket: `gateway/route_leases.py` is their one owner (taken on a user's
+    first socket here, dropped with the last, refreshed by its heartbeat).
+
+    Not to be confused with `gateway/presence/` (admission): that counts each
+    socket cluster-wide against the per-user socket limit and routes nothing.
+    """
+
+    async def add_session(self, user_id: str) -> None:
+        """This instance now holds at least one socket of `user_id`."""
+        ...
+
+    async def remove_session(self, user_id: str) -> None:
+        """This instance holds no socket of `user_id` any more."""
+        ...
+
+    async def refresh_leases(self, user_ids: Collection[str]) -> None:
+        """Heartbeat: this instance is alive and holds sockets of these users.
+
+        `user_ids` is the full set (the hub's users): it is what the store
+        writes again when it finds its lease lost, so `refresh_leases([u])`
+        is not `add_session(u)` (it would stand for "only u" on Redis).
+
+        A lease is per instance: an instance that stops beating (killed)
+        loses all its sessions at once after `lease_ttl_s`; one that beats
+        keeps every session it added and did not remove. The per-user entries
+        are rewritten here only when they may have been lost, and in bounded
+        chunks, so a beat costs about the same with 10 users or 10,000."""
+        ...
+
+
+class SessionStore(SessionHistory, SessionLeases, Protocol):
+    """One gateway instance's view of the shared session state: both concerns
+    over one backend (one Redis script appends, looks the leases up and
+    routes atomically), with their common lifecycle."""
+
+    instance_id: str
+
+    async def start(self, deliver: DeliverFn, on_gap: GapFn | None = None) -> None:
+        """Connect, and start handing deliveries routed to this instance to `deliver`.
+
+        Routing is at most once (a subscription can drop); `on_gap` hears of
+        every moment it may have lost something, so nothing stays lost.
+        """
+        ...
+
+    async def stop(self) -> None:
+        """Drop this instance's leases and stop listening."""
+        ...
+
+    def stats(self) -> SessionStats:
+        """Counters of what this store did so far."""
         ...

@@ -250,4 +250,6 @@ class MemorySessionStore:
         self._beat()
 
     async def locate(self, user_ids: Collection[str]) -> dict[str, set[str]]:
+        """For each user, the live instances holding a route lease of the user.
+        A helper for tests, no part of the `SessionLeases` interface."""
         return {user: self._holders(user) for user in user_ids}

@@ -593,6 +593,8 @@ class RedisSessionStore:
             await self._write_sessions(batch)
 
     async def locate(self, user_ids: Collection[str]) -> dict[str, set[str]]:
+        """For each user, the live instances holding a route lease of the user.
+        A helper for tests, no part of the `SessionLeases` interface."""
         users = list(user_ids)
         if not users:
             return {}

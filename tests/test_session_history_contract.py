@@ -1,75 +1,24 @@
-"""The session store contract, run against every implementation (memory, Redis)."""
+"""The `SessionHistory` contract (history, view, routing of what is appended),
+run against every implementation: memory and real Redis."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TypedDict, Unpack
+from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.sessions import Delivery, Envelope, SessionStore, Snapshot, cursor_key, open_sessions
-from orderpush_core.events import Event, encode_event, make_event
-from tests.backends import SESSION_BACKENDS, sessions_url, unique
-
-
-class Instance:
-    """A store plus what other instances routed to it."""
-
-    def __init__(self, store: SessionStore) -> None:
-        self.store = store
-        self.received: list[Delivery] = []
-
-    def deliver(self, batch: Sequence[Delivery]) -> None:
-        self.received.extend(batch)
-
-    async def wait_received(self, count: int, timeout_s: float = 5.0) -> None:
-        async def loop() -> None:
-            while len(self.received) < count:
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(loop(), timeout_s)
-
-
-InstanceFactory = Callable[..., Awaitable[Instance]]
-
-
-class StoreOptions(TypedDict, total=False):
-    """The keywords of `open_sessions` a test may set."""
-
-    history_max: int
-    lease_ttl_s: float
-    history_idle_s: float
+from gateway.sessions import Envelope, Snapshot, cursor_key
+from orderpush_core.events import encode_event, make_event
+from tests.backends import SESSION_BACKENDS
+from tests.sessions_support import InstanceFactory, instances, order_event
 
 
 @pytest.fixture(params=SESSION_BACKENDS)
 async def make_instance(request: pytest.FixtureRequest) -> AsyncIterator[InstanceFactory]:
     """Instances sharing one backend, isolated from other tests by name."""
-    name = unique("t")
-    started: list[Instance] = []
-
-    async def factory(instance_id: str, **options: Unpack[StoreOptions]) -> Instance:
-        store = open_sessions(
-            sessions_url(request.param, name), instance_id, key_prefix=name, **options
-        )
-        instance = Instance(store)
-        await store.start(instance.deliver)
-        started.append(instance)
-        return instance
-
-    yield factory
-    for instance in started:
-        await instance.store.stop()
-
-
-def incoming(event: Event) -> Envelope:
-    return Envelope(event=event, raw=encode_event(event), produced_ms=0)
-
-
-def order_event(user: str, order: str, version: int, status: str = "pending") -> Envelope:
-    return incoming(
-        make_event(f"order.{status}", order_id=order, user_id=user, status=status, version=version)
-    )
+    async for factory in instances(request.param):
+        yield factory
 
 
 async def test_publish_returns_deliveries_with_growing_cursors(
@@ -152,61 +101,6 @@ async def test_cursor_that_history_no_longer_covers_is_refused(
     assert tail is not None and [d.event.version for d in tail] == [8, 9, 10]
     assert await a.store.history_since("alice", "not-a-cursor") is None
     assert await a.store.history_since("alice", "99999999999999-0") is None
-
-
-async def test_events_are_routed_to_the_instances_holding_the_user(
-    make_instance: InstanceFactory,
-) -> None:
-    a = await make_instance("a")
-    b = await make_instance("b")
-    await b.store.add_session("bob")
-    await a.store.add_session("alice")
-    located = await a.store.locate(["bob", "alice", "carol"])
-    assert located == {"bob": {"b"}, "alice": {"a"}, "carol": set()}
-
-    for_bob = order_event("bob", "o1", 1)
-    for_alice = order_event("alice", "o2", 1)
-    returned = await a.store.publish([for_bob, for_alice])
-    assert {d.user_id for d in returned} == {"bob", "alice"}
-    await b.wait_received(1)
-    await asyncio.sleep(0.2)  # anything wrongly routed would arrive by now
-    assert [d.event.event_id for d in b.received] == [for_bob.event.event_id]
-    assert b.received[0].cursor == next(d.cursor for d in returned if d.user_id == "bob")
-    assert a.received == []  # an instance never routes to itself
-
-
-async def test_removed_sessions_and_silent_instances_are_no_longer_routed(
-    make_instance: InstanceFactory,
-) -> None:
-    a = await make_instance("a")
-    b = await make_instance("b", lease_ttl_s=1.0)
-    c = await make_instance("c", lease_ttl_s=1.0)
-    await b.store.add_session("bob")
-    await b.store.add_session("carol")
-    await c.store.add_session("dave")
-    await b.store.remove_session("bob")
-    assert (await a.store.locate(["bob"]))["bob"] == set()
-    await asyncio.sleep(0.6)
-    await c.store.refresh_leases(["dave"])  # c beats, b does not (as if killed)
-    await asyncio.sleep(0.6)  # past b's lease, within c's refreshed one
-    located = await a.store.locate(["carol", "dave"])
-    assert located == {"carol": set(), "dave": {"c"}}
-    await a.store.publish([order_event("bob", "o1", 1), order_event("carol", "o2", 1)])
-    await asyncio.sleep(0.3)
-    assert b.received == []
-    # b comes back (a stall, not a death): its sessions count again.
-    await b.store.refresh_leases(["carol"])
-    assert (await a.store.locate(["carol"]))["carol"] == {"b"}
-    await a.store.publish([order_event("carol", "o3", 1)])
-    await b.wait_received(1)
-
-
-async def test_stopped_instance_drops_its_leases(make_instance: InstanceFactory) -> None:
-    a = await make_instance("a")
-    b = await make_instance("b")
-    await b.store.add_session("bob")
-    await b.store.stop()
-    assert (await a.store.locate(["bob"]))["bob"] == set()
 
 
 async def test_trace_context_survives_history_and_routing(make_instance: InstanceFactory) -> None:
