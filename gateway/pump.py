@@ -126,15 +126,24 @@ class Pump:
         ]
         states = order_states(batch.events)
         # The order views' source for a rebuild goes out with the batch and
-        # is acknowledged before the commit, like the append itself.
-        deliveries, _ = await asyncio.gather(
-            self._retrying("session store", lambda: self.store.publish(incoming), poison_ok=True),
-            self._retrying("order-state topic", lambda: self.bus.publish(states)),
+        # is acknowledged before the commit, like the append itself; but the
+        # sockets need not wait for that ack (a produce with acks=all): they
+        # get the batch as soon as it is in the histories.
+        states_acked = asyncio.ensure_future(
+            self._retrying("order-state topic", lambda: self.bus.publish(states))
         )
-        if deliveries is None:
-            deliveries = await self._one_by_one(batch.events, incoming)
-        self.hub.deliver(deliveries)
-        self.metrics.events_consumed.inc(len(incoming))
+        try:
+            deliveries = await self._retrying(
+                "session store", lambda: self.store.publish(incoming), poison_ok=True
+            )
+            if deliveries is None:
+                deliveries = await self._one_by_one(batch.events, incoming)
+            self.hub.deliver(deliveries)
+            self.metrics.events_consumed.inc(len(incoming))
+            await states_acked
+        finally:
+            if not states_acked.done():
+                states_acked.cancel()
         try:
             await consumer.commit(next_offsets(records))
         except BusError as exc:
