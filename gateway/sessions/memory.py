@@ -91,11 +91,12 @@ class MemorySessionStore:
         self.lease_ttl_s = lease_ttl_s
         self.history_idle_s = history_idle_s
         self._published_events = 0
+        self._leases = MemoryLeases(backplane, instance_id, lease_ttl_s)
 
     async def start(self, deliver: DeliverFn, on_gap: GapFn | None = None) -> None:
         # In-process routing is a direct call: it cannot lose anything.
         self._bp.instances[self.instance_id] = deliver
-        self._beat()
+        self._leases.beat()
 
     def stats(self) -> SessionStats:
         # In-process: no round trips, no routes to lose, a lease never lost.
@@ -109,9 +110,7 @@ class MemorySessionStore:
 
     async def stop(self) -> None:
         self._bp.instances.pop(self.instance_id, None)
-        self._bp.alive.pop(self.instance_id, None)
-        for holders in self._bp.sessions.values():
-            holders.discard(self.instance_id)
+        self._leases.drop_all()
 
     # -- history and view ------------------------------------------------
 
@@ -165,7 +164,7 @@ class MemorySessionStore:
         deliveries = [self._append(item) for item in items]
         remote: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
-            for instance in self._holders(delivery.user_id):
+            for instance in self._leases.holders(delivery.user_id):
                 if instance != self.instance_id:
                     remote.setdefault(instance, []).append(delivery)
         for instance, batch in remote.items():
@@ -225,12 +224,41 @@ class MemorySessionStore:
     async def finish_rebuild(self, token: str) -> bool:
         return True
 
-    # -- session leases --------------------------------------------------
+    # -- route leases (MemoryLeases, below) -------------------------------
 
-    def _beat(self) -> None:
+    async def add_session(self, user_id: str) -> None:
+        await self._leases.add_session(user_id)
+
+    async def remove_session(self, user_id: str) -> None:
+        await self._leases.remove_session(user_id)
+
+    async def refresh_leases(self, user_ids: Collection[str]) -> None:
+        await self._leases.refresh_leases(user_ids)
+
+    async def locate(self, user_ids: Collection[str]) -> dict[str, set[str]]:
+        """For each user, the live instances holding a route lease of the user.
+        A helper for tests, no part of the `SessionLeases` interface."""
+        return await self._leases.locate(user_ids)
+
+
+class MemoryLeases:
+    """Route leases (`SessionLeases`) on a backplane: which instances hold
+    sockets of a user, each counting while its instance's lease lives."""
+
+    def __init__(self, backplane: MemoryBackplane, instance_id: str, lease_ttl_s: float) -> None:
+        self._bp = backplane
+        self.instance_id = instance_id
+        self.lease_ttl_s = lease_ttl_s
+
+    def drop_all(self) -> None:
+        self._bp.alive.pop(self.instance_id, None)
+        for holders in self._bp.sessions.values():
+            holders.discard(self.instance_id)
+
+    def beat(self) -> None:
         self._bp.alive[self.instance_id] = time.monotonic() + self.lease_ttl_s
 
-    def _holders(self, user_id: str) -> set[str]:
+    def holders(self, user_id: str) -> set[str]:
         now = time.monotonic()
         return {i for i in self._bp.sessions.get(user_id, ()) if self._bp.alive.get(i, 0.0) > now}
 
@@ -247,9 +275,7 @@ class MemorySessionStore:
     async def refresh_leases(self, user_ids: Collection[str]) -> None:
         for user_id in user_ids:
             await self.add_session(user_id)
-        self._beat()
+        self.beat()
 
     async def locate(self, user_ids: Collection[str]) -> dict[str, set[str]]:
-        """For each user, the live instances holding a route lease of the user.
-        A helper for tests, no part of the `SessionLeases` interface."""
-        return {user: self._holders(user) for user in user_ids}
+        return {user: self.holders(user) for user in user_ids}

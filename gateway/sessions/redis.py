@@ -41,9 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import uuid
-from collections import deque
 from collections.abc import Collection, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -67,6 +65,7 @@ from gateway.sessions.base import (
     cursor_key,
     make_cursor,
 )
+from gateway.sessions.redis_leases import RedisLeases, RoundTrips
 from gateway.sessions.redis_routes import RouteListener, epoch_ms
 from gateway.sessions.redis_views import RedisViews
 from orderpush_core.events import Event, PoisonEvent, decode_event
@@ -78,11 +77,6 @@ HISTORY_IDLE_S: Final = 7 * 86_400.0
 POOL_MAX_CONNECTIONS: Final = 64
 POOL_WAIT_S: Final = 10.0
 SOCKET_TIMEOUT_S: Final = 5.0
-#: Users whose `{user}:s` entry one heartbeat rewrites (more when needed to
-#: go round all local users well within the idle time); bounds a beat's work.
-SWEEP_CHUNK_MIN: Final = 200
-#: Users per script call when many session entries are written at once.
-SESSIONS_CHUNK: Final = 1000
 _batch_encoder: Final = msgspec.msgpack.Encoder()
 _state_encoder: Final = msgspec.json.Encoder()
 
@@ -216,24 +210,6 @@ end
 out[#out + 1] = #targets
 return out
 """
-# Writes (idle ms given) or removes (idle '') this instance's entry in the
-# session sets of many users. ARGV: [1] key prefix, [2] this instance,
-# [3] idle ms or '', [4] msgpack list of user ids. One argument for all the
-# users: a pipeline of two commands per user costs the client far more.
-_SESSIONS_LUA: Final = r"""
-local prefix, me, idle = ARGV[1], ARGV[2], ARGV[3]
-for _, id in ipairs(cmsgpack.unpack(ARGV[4])) do
-  local key = prefix .. ':{' .. id .. '}:s'
-  if idle == '' then
-    redis.call('SREM', key, me)
-  else
-    redis.call('SADD', key, me)
-    redis.call('PEXPIRE', key, idle)
-  end
-end
-return 0
-"""
-_SESSIONS_SHA: Final = hashlib.sha1(_SESSIONS_LUA.encode()).hexdigest()
 _APPEND_SHA: Final = hashlib.sha1(_APPEND_LUA.encode()).hexdigest()
 
 
@@ -308,16 +284,30 @@ class RedisSessionStore:
             self._redis, key_prefix, lambda user_id: self._key(user_id, "v"), self._idle_ms
         )
         self._listener: RouteListener | None = None
-        self._on_gap: GapFn | None = None
-        self._local_users: set[str] = set()
-        self._sweep: deque[str] = deque()
         self._stopped = False
-        #: Redis round trips (pipelines, scripts and single commands) made so far.
-        self.round_trips = 0
+        self._trips = RoundTrips()
+        #: The route leases (`SessionLeases`), in their own module.
+        self._leases = RedisLeases(
+            self._redis,
+            key_prefix=key_prefix,
+            member=self._member,
+            instance_id=instance_id,
+            lease_ttl_s=lease_ttl_s,
+            history_idle_s=history_idle_s,
+            trips=self._trips,
+        )
         #: Events appended to a history (duplicates excluded).
         self.published_events = 0
-        #: Times this instance found its own lease gone and wrote its sessions again.
-        self.lease_rewrites = 0
+
+    @property
+    def round_trips(self) -> int:
+        """Redis round trips (pipelines, scripts and single commands) made so far."""
+        return self._trips.count
+
+    @property
+    def lease_rewrites(self) -> int:
+        """Times this instance found its own lease gone and wrote its sessions again."""
+        return self._leases.lease_rewrites
 
     def stats(self) -> SessionStats:
         return SessionStats(
@@ -348,18 +338,18 @@ class RedisSessionStore:
 
     @property
     def _instances_key(self) -> str:
-        return f"{self._prefix}:instances"
+        return self._leases.instances_key
 
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self, deliver: DeliverFn, on_gap: GapFn | None = None) -> None:
-        self._on_gap = on_gap
+        self._leases.on_gap = on_gap
         self._listener = RouteListener(
             self._redis, self._instance_channel(self.instance_id), self.url, deliver, on_gap
         )
         try:
             await self._load_scripts()
-            await self._beat()
+            await self._leases.beat()
             await self._listener.start()
         except (RedisError, OSError) as exc:
             raise SessionStoreError(f"cannot reach Redis at {self.url}: {exc}") from exc
@@ -371,14 +361,11 @@ class RedisSessionStore:
         if self._listener is not None:
             await self._listener.stop()
         try:
-            self.round_trips += 1
-            await self._redis.zrem(self._instances_key, self._member)
-            await self._write_sessions(list(self._local_users), remove=True)
+            await self._leases.drop_all()
         except RedisError as exc:
             # Without our lease the entries count for nothing; they are pruned
             # or expire. Stopping must not fail for this.
             log.warning("sessions: could not drop leases on %s: %s", self.url, exc)
-        self._local_users.clear()
         await self._redis.aclose()
 
     # -- publish -----------------------------------------------------------
@@ -440,14 +427,14 @@ class RedisSessionStore:
     async def _run_append(self, keys_args: tuple[list[str], list[Any]]) -> list[Any]:
         """One round trip; two if the script cache was flushed (Redis restarted)."""
         keys, args = keys_args
-        self.round_trips += 1
+        self._trips.count += 1
         try:
             reply: list[Any] = await self._redis.evalsha(_APPEND_SHA, len(keys), *keys, *args)
         except NoScriptError:
             # Same token on the second try: what the first one appended (if
             # anything) comes back as new, not as a duplicate.
             await self._load_scripts()
-            self.round_trips += 1
+            self._trips.count += 1
             reply = await self._redis.evalsha(_APPEND_SHA, len(keys), *keys, *args)
         return reply
 
@@ -463,7 +450,7 @@ class RedisSessionStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.xrevrange(stream, max="+", min="-", count=1)
         pipe.xrange(stream, min=f"({cursor}" if (epoch, seq) != (0, 0) else "-", max="+")
-        self.round_trips += 1
+        self._trips.count += 1
         last, entries = await pipe.execute()
         if not last:
             return [] if (epoch, seq) == (0, 0) else None
@@ -494,7 +481,7 @@ class RedisSessionStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hgetall(self._key(user_id, "v"))
         pipe.xrevrange(self._key(user_id, "h"), max="+", min="-", count=1)
-        self.round_trips += 1
+        self._trips.count += 1
         view, last = await pipe.execute()
         orders = sorted(
             (msgspec.json.decode(raw, type=OrderState) for raw in view.values()),
@@ -517,95 +504,23 @@ class RedisSessionStore:
     async def finish_rebuild(self, token: str) -> bool:
         return await self._views.finish(token)
 
-    # -- session leases ----------------------------------------------------
-
-    async def add_session(self, user_id: str) -> None:
-        self._local_users.add(user_id)
-        await self._write_sessions([user_id])
-
-    async def _write_sessions(self, user_ids: Sequence[str], *, remove: bool = False) -> None:
-        """Add (or remove) this instance in the users' session sets, in
-        chunks, yielding to the loop between them."""
-        idle = "" if remove else str(self._idle_ms)
-        for offset in range(0, len(user_ids), SESSIONS_CHUNK):
-            chunk = _batch_encoder.encode(list(user_ids[offset : offset + SESSIONS_CHUNK]))
-            args = (self._prefix, self._member, idle, chunk)
-            self.round_trips += 1
-            try:
-                await self._redis.evalsha(_SESSIONS_SHA, 0, *args)
-            except NoScriptError:
-                await self._load_scripts()
-                self.round_trips += 1
-                await self._redis.evalsha(_SESSIONS_SHA, 0, *args)
+    # -- route leases (redis_leases.py) ------------------------------------
 
     async def _load_scripts(self) -> None:
-        for script in (_APPEND_LUA, _SESSIONS_LUA):
-            self.round_trips += 1
-            await self._redis.script_load(script)
+        self._trips.count += 1
+        await self._redis.script_load(_APPEND_LUA)
+        await self._leases.load_script()
+
+    async def add_session(self, user_id: str) -> None:
+        await self._leases.add_session(user_id)
 
     async def remove_session(self, user_id: str) -> None:
-        self._local_users.discard(user_id)
-        self.round_trips += 1
-        await self._redis.srem(self._key(user_id, "s"), self._member)
-
-    async def _beat(self) -> bool:
-        """Extend this instance's lease; True when it had been lost."""
-        now_ms = epoch_ms()
-        ttl_ms = max(1, round(self.lease_ttl_s * 1000))
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zscore(self._instances_key, self._member)
-        pipe.zadd(self._instances_key, {self._member: now_ms + ttl_ms})
-        pipe.zremrangebyscore(self._instances_key, "-inf", now_ms)  # dead instances
-        self.round_trips += 1
-        previous, _, _ = await pipe.execute()
-        return previous is None or float(previous) <= now_ms
+        await self._leases.remove_session(user_id)
 
     async def refresh_leases(self, user_ids: Collection[str]) -> None:
-        # `user_ids` is the hub's list, taken as this beat began: all the users
-        # this instance holds. Ones we were never told of are written now.
-        unknown = [user for user in user_ids if user not in self._local_users]
-        self._local_users = set(user_ids)
-        lost = await self._beat()
-        if unknown and not lost:
-            await self._write_sessions(unknown)
-        if lost:
-            # Others may have pruned our entries, or Redis lost them: write
-            # them all again (in bounded chunks, yielding between), then say
-            # that routes may have been lost meanwhile.
-            self.lease_rewrites += 1
-            users = list(self._local_users)
-            log.warning(
-                "sessions: lease of %s was lost; rewriting %d", self.instance_id, len(users)
-            )
-            await self._write_sessions(users)
-            if self._on_gap is not None:
-                self._on_gap(epoch_ms())
-            return
-        # Entries expire after the idle time like the rest of a user's keys:
-        # go round the local users, a bounded chunk per beat, well within it.
-        if not self._sweep:
-            self._sweep.extend(self._local_users)
-        beats_per_round = max(1.0, self.history_idle_s / 4 / (self.lease_ttl_s / 3))
-        chunk = max(SWEEP_CHUNK_MIN, math.ceil(len(self._local_users) / beats_per_round))
-        batch = [self._sweep.popleft() for _ in range(min(chunk, len(self._sweep)))]
-        batch = [user for user in batch if user in self._local_users]
-        if batch:
-            await self._write_sessions(batch)
+        await self._leases.refresh_leases(user_ids)
 
     async def locate(self, user_ids: Collection[str]) -> dict[str, set[str]]:
         """For each user, the live instances holding a route lease of the user.
         A helper for tests, no part of the `SessionLeases` interface."""
-        users = list(user_ids)
-        if not users:
-            return {}
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zrangebyscore(self._instances_key, f"({epoch_ms()}", "+inf")
-        for user_id in users:
-            pipe.smembers(self._key(user_id, "s"))
-        self.round_trips += 1
-        live, *members = await pipe.execute()
-        alive = {_str(m) for m in live}
-        return {
-            user_id: {_str(m).partition("/")[2] for m in found if _str(m) in alive}
-            for user_id, found in zip(users, members, strict=True)
-        }
+        return await self._leases.locate(user_ids)
