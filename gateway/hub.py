@@ -12,8 +12,10 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from gateway.gc_policy import ConnectFreezer
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import CloseCode, ServerMessage, encode, event_frame
+from gateway.send_buffer import SendBuffer
 from gateway.sessions.base import Delivery, Snapshot, cursor_key, make_cursor
 
 log = logging.getLogger("orderpush.hub")
@@ -73,7 +75,7 @@ class Connection:
     ) -> None:
         self.user_id = user_id
         self.connection_id = connection_id
-        self.queue: asyncio.Queue[QueueItem] = asyncio.Queue()
+        self.queue: SendBuffer[QueueItem] = SendBuffer()
         self._queue_max = queue_max
         self._metrics = metrics
         self._on_gap = on_gap
@@ -246,12 +248,14 @@ class Hub:
     def __init__(self, metrics: GatewayMetrics) -> None:
         self._metrics = metrics
         self._users: dict[str, set[Connection]] = {}
+        self._freezer = ConnectFreezer()
 
     def add(self, conn: Connection) -> bool:
         """Register; True when it is the user's first socket on this instance."""
         conns = self._users.setdefault(conn.user_id, set())
         conns.add(conn)
         self._metrics.connections.inc()
+        self._freezer.added()
         return len(conns) == 1
 
     def remove(self, conn: Connection) -> bool:
@@ -261,6 +265,7 @@ class Hub:
             return False
         conns.discard(conn)
         self._metrics.connections.dec()
+        self._freezer.removed()
         if not conns:
             del self._users[conn.user_id]
             return True
