@@ -18,7 +18,6 @@ from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
 from gateway.sessions.base import Delivery, SessionHistory
 from orderpush_core.bus.base import (
-    BusError,
     Consumer,
     EventBus,
     OutgoingRecord,
@@ -76,8 +75,16 @@ class Pump:
         # position is past this batch, so going on would let the next commit
         # skip it; the loop rejoins the group instead, from the last commit.
         self.loop = ConsumeLoop(
-            bus, TOPICS, group, self.handle, client_id=client_id, max_records=batch_max
+            bus,
+            TOPICS,
+            group,
+            self.handle,
+            client_id=client_id,
+            max_records=batch_max,
+            flush=self.settle,
         )
+        #: The previous batch's commit, overlapped with fetching this one.
+        self._committing: asyncio.Future[None] | None = None
         self.batches = 0
         self.retries = 0
         #: Records set aside after failing alone POISON_ATTEMPTS times.
@@ -108,7 +115,13 @@ class Pump:
     async def handle(self, consumer: Consumer, records: list[Record]) -> None:
         """Hand a batch on, then commit it. Each step is retried until it
         succeeds: the consumer has moved past these records, so giving up on
-        one step and committing a later batch would lose them."""
+        one step and committing a later batch would lose them.
+
+        The commit (after the order-state ack) runs while the next batch is
+        fetched: awaiting it here first keeps commits in batch order and at
+        most one in flight, and keeps it off the path of the next batch's
+        events to their sockets."""
+        await self.settle()
         batch = sort_records(records)
         if batch.dead_letters:
             letters = batch.dead_letters
@@ -140,14 +153,26 @@ class Pump:
                 deliveries = await self._one_by_one(batch.events, incoming)
             self.hub.deliver(deliveries)
             self.metrics.events_consumed.inc(len(incoming))
-            await states_acked
-        finally:
-            if not states_acked.done():
-                states_acked.cancel()
+        except BaseException:
+            states_acked.cancel()
+            raise
+        self._committing = asyncio.ensure_future(self._commit(consumer, records, states_acked))
+
+    async def settle(self) -> None:
+        """Wait for the commit in flight, if any."""
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            await committing
+
+    async def _commit(
+        self, consumer: Consumer, records: list[Record], states_acked: asyncio.Future[None]
+    ) -> None:
         try:
+            await states_acked
             await consumer.commit(next_offsets(records))
-        except BusError as exc:
-            # Lost the partition in a rebalance: its new owner reads these
+        except Exception as exc:
+            # Lost the partition in a rebalance, or the member was replaced
+            # while this commit waited: the partitions' owner reads these
             # records again and the store drops the duplicates.
             log.warning("commit failed, records will be redelivered: %s", exc)
         self.batches += 1

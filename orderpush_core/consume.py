@@ -44,6 +44,7 @@ class ConsumeLoop:
         poll_timeout_ms: int = 500,
         max_records: int = 500,
         retry_backoff_s: float = 0.1,
+        flush: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.bus = bus
         self.topics = tuple(topics)
@@ -54,6 +55,9 @@ class ConsumeLoop:
         #: across restarts when given (a stubs process's instance id), and at
         #: least across this loop's rejoins, so a rejoin finishes the
         #: transaction the failed member left (see KafkaConsumer._start).
+        #: Awaited when stopping, after the last batch and before leaving
+        #: the group: work `on_batch` left in flight (a commit) finishes first.
+        self.flush = flush
         self.client_id = client_id or (
             f"{group}-{uuid.uuid4().hex[:12]}" if transactional else None
         )
@@ -89,6 +93,9 @@ class ConsumeLoop:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._task, timeout_s)
             self._task = None
+        if self.flush is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.flush(), leave_timeout_s)
         await self._drop_consumer(leave_timeout_s)
 
     async def _open(self) -> Consumer:
