@@ -243,7 +243,7 @@ async def test_appends_whose_replies_were_lost_reach_the_live_client_once(
                     ids = await history_event_ids(redis.url, running.prefix, feed.user)
                     return len(ids) == 9
 
-                await poll_until("the appends ran in Redis", appended, 15)
+                await poll_until("the appends ran in Redis", appended, 45)
                 await asyncio.sleep(0.5)
                 proxy.cut()  # no reply ever; the client library's own retries fail too
                 await asyncio.sleep(2.0)
