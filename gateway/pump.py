@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Literal, TypeVar, overload
 
+from gateway.batch_commits import OrderedCommits
 from gateway.envelope import Envelope
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
@@ -22,7 +23,6 @@ from orderpush_core.bus.base import (
     EventBus,
     OutgoingRecord,
     Record,
-    next_offsets,
 )
 from orderpush_core.bus.poison import dead_letter, sort_records
 from orderpush_core.consume import ConsumeLoop
@@ -83,9 +83,7 @@ class Pump:
             max_records=batch_max,
             flush=self.settle,
         )
-        #: The previous batch's commit, overlapped with fetching this one.
-        self._committing: asyncio.Future[None] | None = None
-        self.batches = 0
+        self.commits = OrderedCommits()
         self.retries = 0
         #: Records set aside after failing alone POISON_ATTEMPTS times.
         self.set_aside = 0
@@ -117,11 +115,9 @@ class Pump:
         succeeds: the consumer has moved past these records, so giving up on
         one step and committing a later batch would lose them.
 
-        The commit (after the order-state ack) runs while the next batch is
-        fetched: awaiting it here first keeps commits in batch order and at
-        most one in flight, and keeps it off the path of the next batch's
-        events to their sockets."""
-        await self.settle()
+        The commit (after the order-state ack) runs in the background, in
+        batch order, while the next batches are fetched and handed on
+        (`gateway.batch_commits`)."""
         batch = sort_records(records)
         if batch.dead_letters:
             letters = batch.dead_letters
@@ -156,26 +152,16 @@ class Pump:
         except BaseException:
             states_acked.cancel()
             raise
-        self._committing = asyncio.ensure_future(self._commit(consumer, records, states_acked))
+        await self.commits.add(consumer, records, states_acked)
+
+    @property
+    def batches(self) -> int:
+        """Batches handed on and committed."""
+        return self.commits.batches
 
     async def settle(self) -> None:
-        """Wait for the commit in flight, if any."""
-        committing, self._committing = self._committing, None
-        if committing is not None:
-            await committing
-
-    async def _commit(
-        self, consumer: Consumer, records: list[Record], states_acked: asyncio.Future[None]
-    ) -> None:
-        try:
-            await states_acked
-            await consumer.commit(next_offsets(records))
-        except Exception as exc:
-            # Lost the partition in a rebalance, or the member was replaced
-            # while this commit waited: the partitions' owner reads these
-            # records again and the store drops the duplicates.
-            log.warning("commit failed, records will be redelivered: %s", exc)
-        self.batches += 1
+        """Wait for the commits in flight, if any."""
+        await self.commits.flush()
 
     async def _one_by_one(
         self, events: list[tuple[Record, Event]], incoming: list[Envelope]
