@@ -123,6 +123,16 @@ class Server:
                     found.extend(int(c) for c in children if int(c) not in found)
         return found
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by the server's processes."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
     def rss_kib(self) -> int:
         total = 0
         for pid in self.pids():
@@ -366,7 +376,11 @@ def scenario_idle(args: argparse.Namespace, server: Server) -> dict[str, Any]:
             figures["rss_before_kib"] = server.rss_kib()
 
             def sample() -> None:
+                cpu_before_s = server.cpu_s()
                 wait_for_file(ready, 300)
+                # CPU, not wall time: on a shared machine the wall time of the
+                # connects also measures the other work on the server's core.
+                figures["connect_cpu_s"] = round(server.cpu_s() - cpu_before_s, 2)
                 time.sleep(3.0)  # settled: every handshake's garbage collected
                 figures["rss_idle_kib"] = server.rss_kib()
 
@@ -439,6 +453,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("steps", "p50_at_1000_ms", "p50 at 1,000/s (ms)"),
     ("idle", "rss_per_idle_conn_kib", "RSS per idle connection, 5,000 (KiB)"),
     ("idle", "connect_s", "5,000 clients connected in (s)"),
+    ("idle", "connect_cpu_s", "... server CPU for those connects (s)"),
     ("idle", "idle_p99_at_500_ms", "p99 at 500/s with 5,000 idle users (ms)"),
     ("restart", "all_current_s", "killed and restarted, 2,000 clients: all current after (s)"),
     ("restart", "lost", "... messages lost"),

@@ -280,9 +280,13 @@ class Conversation:
             replayed = conn.replay(history)
             conn.send(Resumed(replayed, conn.cursor or cursor))
         else:
-            if self.views_ready is not None:
-                await self.views_ready()  # the order views whole (gateway/rebuild.py)
+            # The snapshot says whether the views were whole as it was read
+            # (one round trip, not a marker check and then the snapshot); if
+            # not, wait for their rebuild (gateway/rebuild.py) and read again.
             snapshot = await self.store.snapshot(conn.user_id)
+            if not snapshot.views_whole and self.views_ready is not None:
+                await self.views_ready()
+                snapshot = await self.store.snapshot(conn.user_id)
             conn.seed(snapshot)
             conn.send(SnapshotMessage(snapshot.orders, snapshot.cursor))
         conn.go_live()

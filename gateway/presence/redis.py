@@ -7,10 +7,13 @@ hash slot:
 
 Counting and adding happen in one script, against Redis's own clock, so two
 instances admitting the same user at once cannot both take the last place,
-and the instances' clocks do not matter. Each instance refreshes the leases
-of its sockets every `lease_ttl_s / 3`; the script drops expired members
-before counting, so the sockets of a killed instance stop counting after
-`lease_ttl_s` with nobody cleaning up after it.
+and the instances' clocks do not matter. The counts and releases that
+arrive together (a burst of connects) go out as one call of that script, in
+order (`orderpush_core/batching.py`). Each instance refreshes the leases of
+its sockets every `lease_ttl_s / 3`, in chunks of `REFRESH_CHUNK` users per
+call; the script drops expired members before counting, so the sockets of a
+killed instance stop counting after `lease_ttl_s` with nobody cleaning up
+after it.
 """
 
 from __future__ import annotations
@@ -21,36 +24,66 @@ import logging
 from collections import defaultdict
 from typing import Any, Final
 
+import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from orderpush_core.batching import Batcher
 
 log = logging.getLogger(__name__)
 
 SOCKET_TIMEOUT_S: Final = 5.0
+#: Users whose socket leases one refresh call extends.
+REFRESH_CHUNK: Final = 1000
+_encoder: Final = msgspec.msgpack.Encoder()
+#: (user, member, limit): count the socket; (user, member): release it.
+_Op = tuple[str, str, int] | tuple[str, str]
 
-# KEYS: the user's set. ARGV: member, limit, lease ms. 1 = counted, 0 = full.
-_ACQUIRE: Final = """
+# Counts and releases sockets of many users, in order. KEYS: none (the
+# script names the users' sets from the prefix, like the session store's, so
+# it needs a single Redis). ARGV: [1] key prefix, [2] lease ms, [3] msgpack
+# list of operations: {user, member, limit} counts the socket unless the user
+# holds `limit` sockets already; {user, member} (no limit) releases it.
+# Returns one flag per operation: 1 = counted (or released), 0 = full.
+_ADMIT_LUA: Final = r"""
+local prefix, ttl = ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+local out = {}
+for i, op in ipairs(cmsgpack.unpack(ARGV[3])) do
+  local key = prefix .. ':{' .. op[1] .. '}:c'
+  local member, limit = op[2], op[3]
+  if limit == nil then
+    redis.call('ZREM', key, member)
+    out[i] = 1
+  else
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+    if not redis.call('ZSCORE', key, member) and redis.call('ZCARD', key) >= limit then
+      out[i] = 0
+    else
+      redis.call('ZADD', key, now + ttl, member)
+      redis.call('PEXPIRE', key, ttl)
+      out[i] = 1
+    end
+  end
 end
-redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ttl)
-return 1
+return out
 """
 
-# KEYS: the user's set. ARGV: lease ms, then the members this instance holds.
-_REFRESH: Final = """
+# Extends the leases of many users' sockets. ARGV: [1] key prefix, [2] lease
+# ms, [3] msgpack list of {user, {members...}}: the sockets this instance
+# holds. Expired members (of dead instances) are dropped on the way.
+_REFRESH_LUA: Final = r"""
+local prefix, ttl = ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-redis.call('PEXPIRE', KEYS[1], ttl)
-return redis.call('ZCARD', KEYS[1])
+for _, entry in ipairs(cmsgpack.unpack(ARGV[3])) do
+  local key = prefix .. ':{' .. entry[1] .. '}:c'
+  for _, member in ipairs(entry[2]) do redis.call('ZADD', key, now + ttl, member) end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  redis.call('PEXPIRE', key, ttl)
+end
+return 0
 """
 
 # KEYS: the user's set. Members counted now.
@@ -81,9 +114,13 @@ class RedisPresence:
         self.instance_id = instance_id
         self.lease_ms = max(1, round(lease_ttl_s * 1000))
         self._prefix = key_prefix
-        self._acquire = self._redis.register_script(_ACQUIRE)
-        self._refresh = self._redis.register_script(_REFRESH)
+        self._admit = self._redis.register_script(_ADMIT_LUA)
+        self._refresh_many = self._redis.register_script(_REFRESH_LUA)
         self._count = self._redis.register_script(_COUNT)
+        # Counting and releasing of sockets that arrive together go out as
+        # one script call (a burst of connects: one round trip for many).
+        # One batcher for both keeps each socket's release after its count.
+        self._ops: Batcher[_Op, int] = Batcher(self._run_ops, name="orderpush-presence-ops")
         self._held: defaultdict[str, set[str]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -125,12 +162,15 @@ class RedisPresence:
                     pipe.zrem(self._key(user_id), *members)
             await pipe.execute()
 
+    async def _run_ops(self, ops: list[_Op]) -> list[int]:
+        flags: Any = await self._admit(
+            keys=[], args=[self._prefix, self.lease_ms, _encoder.encode(ops)]
+        )
+        return [int(flag) for flag in flags]
+
     async def acquire(self, user_id: str, connection_id: str, limit: int) -> bool:
         member = self._member(connection_id)
-        counted: Any = await self._acquire(
-            keys=[self._key(user_id)], args=[member, limit, self.lease_ms]
-        )
-        if int(counted) != 1:
+        if await self._ops.submit((user_id, member, limit)) != 1:
             return False
         self._held[user_id].add(member)
         return True
@@ -144,7 +184,7 @@ class RedisPresence:
                 del self._held[user_id]
         if self._stopped:
             return  # stop() removed what this instance held
-        await self._redis.zrem(self._key(user_id), member)
+        await self._ops.submit((user_id, member))
 
     async def count(self, user_id: str) -> int:
         return int(await self._count(keys=[self._key(user_id)]))
@@ -163,13 +203,11 @@ class RedisPresence:
                 log.warning("refreshing socket leases failed: %s", exc)
 
     async def refresh(self) -> None:
-        """Extend the leases of every socket this instance holds (one round trip)."""
+        """Extend the leases of every socket this instance holds: one script
+        call per `REFRESH_CHUNK` users, yielding to the loop between them, so
+        5,000 users cost a few short calls instead of one long stall (a
+        pipeline of one script call per user was ~100 ms of client work)."""
         held = [(user, sorted(members)) for user, members in self._held.items() if members]
-        if not held:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for user_id, members in held:
-                await self._refresh(
-                    keys=[self._key(user_id)], args=[self.lease_ms, *members], client=pipe
-                )
-            await pipe.execute()
+        for start in range(0, len(held), REFRESH_CHUNK):
+            chunk = _encoder.encode(held[start : start + REFRESH_CHUNK])
+            await self._refresh_many(keys=[], args=[self._prefix, self.lease_ms, chunk])

@@ -14,7 +14,7 @@ always means "I have everything up to here".
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.envelope import Envelope
@@ -77,6 +77,10 @@ class SessionStats:
 class Snapshot:
     orders: list[OrderState]
     cursor: str
+    #: False when the order views were not marked whole when this was read
+    #: (`views_marked`, read in the same step): the caller waits for their
+    #: rebuild and reads again. Not part of a snapshot's content (equality).
+    views_whole: bool = field(default=True, compare=False)
 
 
 #: Called with deliveries that other instances routed to this one. It must not
@@ -137,7 +141,9 @@ class SessionHistory(Protocol):
 
     async def snapshot(self, user_id: str) -> Snapshot:
         """The user's orders and the cursor of the latest history entry,
-        read atomically so that resuming from that cursor misses nothing."""
+        read atomically so that resuming from that cursor misses nothing,
+        and whether the views were marked whole at that moment (what
+        `views_marked` says; one read instead of two)."""
         ...
 
     # -- rebuilding the views (gateway/rebuild.py) -------------------------

@@ -68,6 +68,7 @@ from gateway.sessions.base import (
 from gateway.sessions.redis_leases import RedisLeases, RoundTrips
 from gateway.sessions.redis_routes import RouteListener, epoch_ms
 from gateway.sessions.redis_views import RedisViews
+from orderpush_core.batching import Batcher
 from orderpush_core.events import Event, PoisonEvent, decode_event
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ POOL_WAIT_S: Final = 10.0
 SOCKET_TIMEOUT_S: Final = 5.0
 _batch_encoder: Final = msgspec.msgpack.Encoder()
 _state_encoder: Final = msgspec.json.Encoder()
+_state_decoder: Final = msgspec.json.Decoder(OrderState)
 
 # Appends a batch. KEYS: [1] the instances zset. ARGV: [1] attempt token,
 # [2] history max, [3] idle ms, [4] now ms (lease clock), [5] key prefix,
@@ -212,6 +214,24 @@ return out
 """
 _APPEND_SHA: Final = hashlib.sha1(_APPEND_LUA.encode()).hexdigest()
 
+# Snapshots of many users at once (the connects of a burst), atomically:
+# KEYS: [1] the views marker. ARGV: [1] key prefix, [2] msgpack list of user
+# ids. Returns the marker's existence (0/1), then per user a list: the id of
+# the newest history entry ('' when none), then the view's OrderState JSONs.
+_SNAPSHOTS_LUA: Final = r"""
+local prefix = ARGV[1]
+local out = {redis.call('EXISTS', KEYS[1])}
+for _, id in ipairs(cmsgpack.unpack(ARGV[2])) do
+  local base = prefix .. ':{' .. id .. '}:'
+  local last = redis.call('XREVRANGE', base .. 'h', '+', '-', 'COUNT', 1)[1]
+  local entry = redis.call('HVALS', base .. 'v')
+  table.insert(entry, 1, last and last[1] or '')
+  out[#out + 1] = entry
+end
+return out
+"""
+_SNAPSHOTS_SHA: Final = hashlib.sha1(_SNAPSHOTS_LUA.encode()).hexdigest()
+
 
 def _str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -298,6 +318,9 @@ class RedisSessionStore:
         )
         #: Events appended to a history (duplicates excluded).
         self.published_events = 0
+        self._snapshots: Batcher[str, Snapshot] = Batcher(
+            self._read_snapshots, name="orderpush-snapshots"
+        )
 
     @property
     def round_trips(self) -> int:
@@ -477,18 +500,27 @@ class RedisSessionStore:
         return history
 
     async def snapshot(self, user_id: str) -> Snapshot:
-        # MULTI/EXEC: no append can land between reading the view and the cursor.
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hgetall(self._key(user_id, "v"))
-        pipe.xrevrange(self._key(user_id, "h"), max="+", min="-", count=1)
+        # The snapshots asked for together (a burst of connects) are read in
+        # one script call: no append can land between a view and its cursor.
+        return await self._snapshots.submit(user_id)
+
+    async def _read_snapshots(self, user_ids: list[str]) -> list[Snapshot]:
+        args = (self._views.marker_key, self._prefix, _batch_encoder.encode(user_ids))
         self._trips.count += 1
-        view, last = await pipe.execute()
-        orders = sorted(
-            (msgspec.json.decode(raw, type=OrderState) for raw in view.values()),
-            key=lambda order: order.order_id,
-        )
-        cursor = _str(last[0][0]) if last else ZERO_CURSOR
-        return Snapshot(orders, cursor)
+        try:
+            reply: list[Any] = await self._redis.evalsha(_SNAPSHOTS_SHA, 1, *args)
+        except NoScriptError:
+            await self._load_scripts()
+            self._trips.count += 1
+            reply = await self._redis.evalsha(_SNAPSHOTS_SHA, 1, *args)
+        whole = bool(int(reply[0]))
+        snapshots = []
+        for last, *view in reply[1:]:
+            orders = sorted(
+                (_state_decoder.decode(raw) for raw in view), key=lambda order: order.order_id
+            )
+            snapshots.append(Snapshot(orders, _str(last) or ZERO_CURSOR, whole))
+        return snapshots
 
     # -- rebuilding the views (redis_views.py) -----------------------------
 
@@ -509,6 +541,7 @@ class RedisSessionStore:
     async def _load_scripts(self) -> None:
         self._trips.count += 1
         await self._redis.script_load(_APPEND_LUA)
+        await self._redis.script_load(_SNAPSHOTS_LUA)
         await self._leases.load_script()
 
     async def add_session(self, user_id: str) -> None:

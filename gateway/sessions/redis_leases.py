@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError
 
 from gateway.sessions.base import GapFn
 from gateway.sessions.redis_routes import epoch_ms
+from orderpush_core.batching import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,26 @@ return 0
 """
 
 SESSIONS_SHA: Final = hashlib.sha1(SESSIONS_LUA.encode()).hexdigest()
+
+# Adds and removes, in order, this instance's entry in the session sets of
+# the users whose first socket arrived here or whose last one left. ARGV:
+# [1] key prefix, [2] this instance, [3] idle ms, [4] msgpack list of
+# {user id, 1 = add | 0 = remove}. The calls of a burst of connects in one.
+SESSION_OPS_LUA: Final = r"""
+local prefix, me, idle = ARGV[1], ARGV[2], ARGV[3]
+for _, op in ipairs(cmsgpack.unpack(ARGV[4])) do
+  local key = prefix .. ':{' .. op[1] .. '}:s'
+  if op[2] == 1 then
+    redis.call('SADD', key, me)
+    redis.call('PEXPIRE', key, idle)
+  else
+    redis.call('SREM', key, me)
+  end
+end
+return 0
+"""
+
+SESSION_OPS_SHA: Final = hashlib.sha1(SESSION_OPS_LUA.encode()).hexdigest()
 
 
 def _str(value: bytes | str) -> str:
@@ -93,6 +114,12 @@ class RedisLeases:
         self.on_gap: GapFn | None = None
         self._local_users: set[str] = set()
         self._sweep: deque[str] = deque()
+        # A user's first socket here and its last one leaving: the calls of
+        # sockets that come and go together are sent as one script call, in
+        # order (so a user's removal never overtakes its addition).
+        self._ops: Batcher[tuple[str, int], None] = Batcher(
+            self._run_ops, name="orderpush-session-ops"
+        )
         #: Times this instance found its own lease gone and wrote its sessions again.
         self.lease_rewrites = 0
 
@@ -106,6 +133,7 @@ class RedisLeases:
     async def load_script(self) -> None:
         self._trips.count += 1
         await self._redis.script_load(SESSIONS_LUA)
+        await self._redis.script_load(SESSION_OPS_LUA)
 
     async def drop_all(self) -> None:
         """Stopping: drop this instance's lease and all its entries."""
@@ -116,7 +144,18 @@ class RedisLeases:
 
     async def add_session(self, user_id: str) -> None:
         self._local_users.add(user_id)
-        await self._write_sessions([user_id])
+        await self._ops.submit((user_id, 1))
+
+    async def _run_ops(self, ops: list[tuple[str, int]]) -> list[None]:
+        args = (self._prefix, self.member, str(self._idle_ms), _list_encoder.encode(ops))
+        self._trips.count += 1
+        try:
+            await self._redis.evalsha(SESSION_OPS_SHA, 0, *args)
+        except NoScriptError:
+            await self.load_script()
+            self._trips.count += 1
+            await self._redis.evalsha(SESSION_OPS_SHA, 0, *args)
+        return [None] * len(ops)
 
     async def _write_sessions(self, user_ids: Sequence[str], *, remove: bool = False) -> None:
         """Add (or remove) this instance in the users' session sets, in
@@ -135,8 +174,7 @@ class RedisLeases:
 
     async def remove_session(self, user_id: str) -> None:
         self._local_users.discard(user_id)
-        self._trips.count += 1
-        await self._redis.srem(self._key(user_id), self.member)
+        await self._ops.submit((user_id, 0))
 
     async def beat(self) -> bool:
         """Extend this instance's lease; True when it had been lost."""

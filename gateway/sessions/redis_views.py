@@ -66,6 +66,10 @@ class RedisViews:
         self._restore = redis.register_script(_RESTORE_LUA)
         self._finish = redis.register_script(_FINISH_LUA)
 
+    @property
+    def marker_key(self) -> str:
+        return self._marker
+
     async def marked(self) -> bool:
         return bool(await self._redis.exists(self._marker))
 
