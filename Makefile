@@ -43,8 +43,9 @@ check: lint imports typecheck dockerfile-lint
 bench-demo: install
 	$(PYTHON) bench/demo_latency.py
 
-# Orderpush vs python-socketio under one Go load client (issue 7); needs
-# `make services` and Go. Prints a Markdown table; see bench/README.md.
+# Orderpush vs python-socketio vs Centrifugo under one Go load client (issue 7);
+# needs `make services` and Go (Centrifugo is built from the Go module proxy on
+# first use: bench/centrifugo/build.sh). Prints a Markdown table; see bench/README.md.
 bench-side-by-side: install
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[bench]'
 	$(PYTHON) bench/side_by_side.py

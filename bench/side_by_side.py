@@ -1,17 +1,23 @@
-"""Side by side: Orderpush (Kafka + Redis) and python-socketio (AsyncRedisManager)
-under the same load client with the same methodology (issue 7).
+"""Side by side: Orderpush (Kafka + Redis), python-socketio (AsyncRedisManager) and
+Centrifugo v6 (Redis engine) under the same load client with the same methodology
+(issue 7).
 
 Methodology, the same for every system:
 
 - The server under test runs alone on one core (`taskset -c --server-core`):
   Orderpush as `orderpush gateway` process(es) on the real Kafka and Redis
-  (`make services`), python-socketio as `bench/socketio_server.py` on Redis.
+  (`make services`), python-socketio as `bench/socketio_server.py` on Redis,
+  Centrifugo as its own binary (`bench/centrifugo/build.sh`, config
+  `bench/centrifugo/config.yaml`) with the Redis engine.
   Kafka and Redis themselves are shared services and are not pinned.
 - One compiled load client (`bench/loadclient`, Go) on the other core
   (`taskset -c --load-core`) connects the users and produces the messages
   the way each system takes them in: Orderpush, order events to Kafka
   (franz-go producer, linger 1 ms, acks=all); python-socketio, the
-  manager's "emit" messages published on Redis. Every message is personal
+  manager's "emit" messages published on Redis, pipelined per 1 ms tick;
+  Centrifugo, "publish" commands to its server HTTP API, one /api/batch
+  request per 1 ms tick, into the user's personal channel (a server-side
+  subscription with history in Redis). Every message is personal
   (one user, one connection), stamped with its send time; the client counts
   lost, duplicated and wrong-user messages and the send -> receive latency.
 - Each run starts fresh servers (their own topic prefix, Redis keys and
@@ -30,12 +36,17 @@ Scenarios (a column each in the table):
 - restart: 2,000 users, 200/s; the server is killed (SIGKILL) and started
   again at once; from the moment it listens again, how long until every
   client is reconnected and holds every message sent before that moment,
-  and how many messages were lost.
+  and how many messages were lost. Clients resume where they were:
+  Orderpush with its cursor, Centrifugo by recovering its subscription from
+  the last offset and epoch (history in Redis outlives the process);
+  python-socketio has no such thing.
 
-Run it (needs `make services`, Go, `pip install python-socketio`):
+Run it (needs `make services`, Go, `pip install python-socketio`; Centrifugo is
+built from the Go module proxy on first use, a few minutes):
 
     python bench/side_by_side.py                       # everything, 3 runs
     python bench/side_by_side.py --systems orderpush --scenarios steps --runs 1
+    python bench/side_by_side.py --systems centrifugo --runs 1
     python bench/side_by_side.py --workers 2 --server-core 0,1   # --workers N
 
 It prints a Markdown table (and with --json FILE writes every run's raw
@@ -67,13 +78,17 @@ from bench._support import ROOT, machine
 from tests.harness import free_port
 
 LOADCLIENT_DIR = ROOT / "bench" / "loadclient"
+CENTRIFUGO_DIR = ROOT / "bench" / "centrifugo"
 SECRET = "side-by-side-bench-secret-0123456789abcdef"
-SYSTEMS = ("orderpush", "socketio")
+SYSTEMS = ("orderpush", "socketio", "centrifugo")
 SCENARIOS = ("steps", "idle", "restart")
 LABELS = {
     "orderpush": "Orderpush (Kafka + Redis)",
     "socketio": "python-socketio + AsyncRedisManager",
+    "centrifugo": "Centrifugo v6 + Redis engine",
 }
+# Centrifugo's personal channels: NAMESPACE:#USER (bench/centrifugo/config.yaml).
+CENTRIFUGO_NAMESPACE = "personal"
 
 
 def build_loadclient() -> Path:
@@ -83,6 +98,19 @@ def build_loadclient() -> Path:
         ["go", "build", "-o", str(binary), "."], cwd=LOADCLIENT_DIR, check=True, timeout=600
     )
     return binary
+
+
+def build_centrifugo() -> Path:
+    """`bench/centrifugo/build.sh`: builds Centrifugo from the Go module proxy
+    once (minutes), then reuses the binary; its last line is the path."""
+    out = subprocess.run(
+        ["bash", str(CENTRIFUGO_DIR / "build.sh")],
+        check=True,
+        timeout=1800,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
 
 
 # ---- servers under test -------------------------------------------------------
@@ -239,6 +267,17 @@ def make_server(args: argparse.Namespace, system: str, logs: Path) -> Server:
         }
         env.update(dict(kv.split("=", 1) for kv in args.orderpush_env))
         return Server(system, port, argv, env, log_path, kafka_topic=f"{prefix}orders")
+    if system == "centrifugo":
+        api_key = uuid.uuid4().hex
+        argv = [*pin, str(args.centrifugo), "--config", str(CENTRIFUGO_DIR / "config.yaml")]
+        env = {
+            "CENTRIFUGO_HTTP_SERVER_PORT": str(port),
+            "CENTRIFUGO_ENGINE_REDIS_ADDRESS": args.redis_url,
+            "CENTRIFUGO_ENGINE_REDIS_PREFIX": f"cfg{run}",
+            "CENTRIFUGO_CLIENT_TOKEN_HMAC_SECRET_KEY": SECRET,
+            "CENTRIFUGO_HTTP_API_KEY": api_key,
+        }
+        return Server(system, port, argv, env, log_path, extra={"api_key": api_key})
     channel = f"sbs-{run}"
     argv = [
         *pin,
@@ -270,12 +309,21 @@ def running(server: Server) -> Iterator[Server]:
 
 
 def client_argv(args: argparse.Namespace, server: Server, users: int, mode: str) -> list[str]:
-    url = (
-        f"ws://127.0.0.1:{server.port}/ws"
-        if server.system == "orderpush"
-        else f"ws://127.0.0.1:{server.port}"
-    )
+    path = {"orderpush": "/ws", "centrifugo": "/connection/websocket"}.get(server.system, "")
+    url = f"ws://127.0.0.1:{server.port}{path}"
     redis_hostport = args.redis_url.split("//", 1)[1].split("/", 1)[0]
+    centrifugo = (
+        [
+            "-api",
+            f"http://127.0.0.1:{server.port}/api/batch",
+            "-api-key",
+            server.extra["api_key"],
+            "-namespace",
+            CENTRIFUGO_NAMESPACE,
+        ]
+        if server.system == "centrifugo"
+        else []
+    )
     return [
         *priority(args),
         "taskset",
@@ -304,6 +352,7 @@ def client_argv(args: argparse.Namespace, server: Server, users: int, mode: str)
         mode,
         "-compression",
         args.compression,
+        *centrifugo,
     ]
 
 
@@ -351,6 +400,7 @@ def scenario_steps(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         "rate_p99_500ms": max((s["rate"] for s in clean if s["p99_ms"] <= 500), default=0),
         "p50_at_4000_ms": by_rate.get(4000, {}).get("p50_ms"),
         "p50_at_1000_ms": by_rate.get(1000, {}).get("p50_ms"),
+        "produce_errors": result.get("produce_errors"),
         "steps": steps,
     }
 
@@ -428,6 +478,7 @@ def scenario_restart(args: argparse.Namespace, server: Server) -> dict[str, Any]
         "lost": traffic.get("lost"),
         "duplicated": traffic.get("duplicated"),
         "not_reconnected": restart.get("not_reconnected"),
+        "produce_errors": result.get("produce_errors"),
         **figures,
         "restart": restart,
     }
@@ -565,6 +616,11 @@ def main() -> None:
         return
     args.loadclient = build_loadclient()
     systems = [s for s in args.systems.split(",") if s]
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        parser.error(f"unknown system(s) {unknown}; known: {', '.join(SYSTEMS)}")
+    if "centrifugo" in systems:
+        args.centrifugo = build_centrifugo()
     scenarios = [s for s in args.scenarios.split(",") if s]
     if args.label and len(systems) != 1:
         parser.error("--label names one system's row")

@@ -1,11 +1,13 @@
 // Command loadclient is the one load client of bench/side_by_side.py: it
-// connects many WebSocket users to Orderpush (protocol orderpush.v1) or to a
-// python-socketio server (Engine.IO 4 over WebSocket), produces personal
-// messages the way each system takes them in (Orderpush: order events to
-// Kafka; python-socketio: AsyncRedisManager's JSON "emit" messages on Redis
-// pub/sub) and measures send -> receive latency, lost and duplicated
-// messages. It is compiled so that the load generator is never the
-// bottleneck: the servers under test are Python, on the other core.
+// connects many WebSocket users to Orderpush (protocol orderpush.v1), to a
+// python-socketio server (Engine.IO 4 over WebSocket) or to Centrifugo (its
+// JSON client protocol, centrifugo.go), produces personal messages the way
+// each system takes them in (Orderpush: order events to Kafka;
+// python-socketio: AsyncRedisManager's JSON "emit" messages on Redis pub/sub;
+// Centrifugo: "publish" commands to its server HTTP API, /api/batch requests
+// of one tick's messages) and measures send -> receive latency, lost and duplicated messages.
+// It is compiled so that the load generator is never the bottleneck: the
+// servers under test run on the other core.
 //
 // Modes (-mode):
 //
@@ -15,7 +17,8 @@
 //	         driver samples RSS), then -idle-rate messages/s for -idle-s
 //	restart  connect -users, write -ready-file, send -restart-rate messages/s
 //	         for -restart-s while the driver kills and restarts the server;
-//	         clients reconnect (Orderpush: with their cursor); the driver
+//	         clients reconnect (Orderpush: with their cursor; Centrifugo:
+//	         recovering from their last offset and epoch); the driver
 //	         writes the restarted server's listen time (unix ns) to -listen-file
 //
 // Every message goes to one user, round robin; each user has one connection.
@@ -67,6 +70,9 @@ type config struct {
 	idleS       float64
 	restartRate int
 	restartS    float64
+	apiURL      string
+	apiKey      string
+	namespace   string
 	readyFile   string
 	listenFile  string
 	compression websocket.CompressionMode
@@ -145,8 +151,8 @@ func main() {
 func parseFlags() *config {
 	c := &config{}
 	var rates string
-	flag.StringVar(&c.system, "system", "orderpush", "orderpush | socketio")
-	flag.StringVar(&c.url, "url", "", "ws://HOST:PORT/ws (orderpush) or ws://HOST:PORT (socketio)")
+	flag.StringVar(&c.system, "system", "orderpush", "orderpush | socketio | centrifugo")
+	flag.StringVar(&c.url, "url", "", "ws://HOST:PORT/ws (orderpush), ws://HOST:PORT (socketio), ws://HOST:PORT/connection/websocket (centrifugo)")
 	flag.IntVar(&c.users, "users", 1000, "users, one connection each")
 	flag.StringVar(&c.userPrefix, "user-prefix", "bench-", "user id prefix")
 	flag.StringVar(&c.secret, "secret", "", "HS256 JWT secret")
@@ -155,6 +161,9 @@ func parseFlags() *config {
 	flag.Float64Var(&c.lingerMs, "linger-ms", 1, "Kafka producer linger (orderpush)")
 	flag.StringVar(&c.redisAddr, "redis", "127.0.0.1:6379", "Redis HOST:PORT (socketio)")
 	flag.StringVar(&c.channel, "channel", "socketio", "Redis channel of the AsyncRedisManager (socketio)")
+	flag.StringVar(&c.apiURL, "api", "", "Centrifugo server API batch endpoint, http://HOST:PORT/api/batch (centrifugo)")
+	flag.StringVar(&c.apiKey, "api-key", "", "Centrifugo server API key (centrifugo)")
+	flag.StringVar(&c.namespace, "namespace", "personal", "Centrifugo namespace of the personal channels NAMESPACE:#USER (centrifugo)")
 	flag.IntVar(&c.concurrency, "connect-concurrency", 200, "handshakes in flight")
 	flag.StringVar(&c.mode, "mode", "steps", "steps | idle | restart")
 	flag.StringVar(&rates, "rates", "500,1000,2000,4000", "steps mode: messages/s per step")
@@ -203,6 +212,8 @@ type client struct {
 
 	mu       sync.Mutex
 	cursor   string  // orderpush: the last cursor seen
+	epoch    string  // centrifugo: the personal channel's stream epoch
+	offset   uint64  // centrifugo: the last stream offset seen
 	readyNs  []int64 // when each handshake completed
 	lastRecv int64
 }
@@ -265,8 +276,11 @@ func (c *client) serve(conn *websocket.Conn) {
 func (c *client) handshake(ctx context.Context) (*websocket.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if c.cfg.system == "socketio" {
+	switch c.cfg.system {
+	case "socketio":
 		return c.handshakeSocketIO(ctx)
+	case "centrifugo":
+		return c.handshakeCentrifugo(ctx)
 	}
 	return c.handshakeOrderpush(ctx)
 }
@@ -399,9 +413,12 @@ func (c *client) readLoop(conn *websocket.Conn) {
 		if err != nil {
 			return
 		}
-		if c.cfg.system == "socketio" {
+		switch c.cfg.system {
+		case "socketio":
 			c.onSocketIOFrame(ctx, conn, frame)
-		} else {
+		case "centrifugo":
+			_, _ = c.onCentrifugoFrame(ctx, conn, frame)
+		default:
 			c.onOrderpushFrame(frame)
 		}
 	}
@@ -430,6 +447,7 @@ type producer struct {
 	version  []int64
 	kafka    *kgo.Client
 	redis    *redis.Client
+	api      *centrifugoAPI
 	failures atomic.Int64
 	next     int64
 }
@@ -449,13 +467,20 @@ func newProducer(cfg *config, users []*client) *producer {
 		p.kafka = cl
 	case "socketio":
 		p.redis = redis.NewClient(&redis.Options{Addr: cfg.redisAddr, PoolSize: 4})
+	case "centrifugo":
+		p.api = newCentrifugoAPI(cfg)
 	default:
 		fail("unknown -system %q", cfg.system)
 	}
 	return p
 }
 
-func (p *producer) errors() int64 { return p.failures.Load() }
+func (p *producer) errors() int64 {
+	if p.api != nil {
+		return p.failures.Load() + p.api.failures.Load()
+	}
+	return p.failures.Load()
+}
 
 func (p *producer) close() {
 	if p.kafka != nil {
@@ -498,6 +523,8 @@ func (p *producer) sendBatch(n int) {
 						p.failures.Add(1)
 					}
 				})
+		} else if p.api != nil {
+			p.api.add(user, seq, now)
 		} else {
 			msg := fmt.Sprintf(
 				`{"method":"emit","event":"order","data":[{"i":%d,"t":%d,"u":%q}],"binary":false,`+
@@ -510,6 +537,9 @@ func (p *producer) sendBatch(n int) {
 		if _, err := pipe.Exec(ctx); err != nil {
 			p.failures.Add(1)
 		}
+	}
+	if p.api != nil {
+		p.api.submit()
 	}
 }
 
@@ -533,6 +563,9 @@ func send(p *producer, rate int, durationS float64, _ int) int {
 	}
 	if p.kafka != nil {
 		_ = p.kafka.Flush(context.Background())
+	}
+	if p.api != nil {
+		p.api.flush()
 	}
 	return int(p.next)
 }
