@@ -563,6 +563,18 @@ def ratios(results: Results) -> list[str]:
     return out
 
 
+def merge(files: list[Results]) -> Results:
+    """The --json files of several runs as one: a row's runs of a scenario are
+    pooled across files (e.g. one file per scenario, or per run)."""
+    merged: Results = {}
+    for results in files:
+        for name, scenarios in results.items():
+            row = merged.setdefault(name, {})
+            for scenario, runs in scenarios.items():
+                row.setdefault(scenario, []).extend(runs)
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--systems", default=",".join(SYSTEMS))
@@ -603,13 +615,12 @@ def main() -> None:
         "--table",
         nargs="+",
         metavar="JSON",
-        help="run nothing: print one table from the --json files of earlier runs",
+        help="run nothing: print one table from the --json files of earlier runs "
+        "(a row's runs pooled across files)",
     )
     args = parser.parse_args()
     if args.table:
-        merged: Results = {}
-        for path in args.table:
-            merged.update(json.loads(Path(path).read_text()))
+        merged = merge([json.loads(Path(path).read_text()) for path in args.table])
         print(table(merged))
         print()
         print("\n".join(ratios(merged)))

@@ -106,3 +106,18 @@ def test_table_has_a_row_per_system_and_ratios_against_the_first() -> None:
     label = "RSS per idle connection, 5,000 (KiB)"
     assert f"{label}: {sbs.LABELS['orderpush']} / {sbs.LABELS['centrifugo']} = 0.60" in lines
     assert f"{label}: {sbs.LABELS['orderpush']} / {sbs.LABELS['socketio']} = 0.67" in lines
+
+
+def test_table_files_pool_a_rows_runs_across_files() -> None:
+    label = sbs.LABELS["centrifugo"]
+    steps: sbs.Results = {label: {"steps": [{"rate_p99_50ms": 1000}]}}
+    idle: sbs.Results = {label: {"idle": [{"connect_s": 2.0}]}}
+    again: sbs.Results = {label: {"steps": [{"rate_p99_50ms": 4000}]}}
+    merged = sbs.merge([steps, idle, again])
+    assert merged == {
+        label: {
+            "steps": [{"rate_p99_50ms": 1000}, {"rate_p99_50ms": 4000}],
+            "idle": [{"connect_s": 2.0}],
+        }
+    }
+    assert steps[label]["steps"] == [{"rate_p99_50ms": 1000}]  # inputs left alone

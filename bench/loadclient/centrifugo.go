@@ -172,7 +172,7 @@ type centrifugoAPI struct {
 	mu       sync.Mutex
 	queued   [][]byte // one encoded "publish" command per message, in send order
 	tick     [][]byte // the commands of the tick being built (sender only)
-	inFlight bool
+	inFlight int      // requests posted and not yet answered
 	wake     chan struct{}
 }
 
@@ -195,7 +195,9 @@ func newCentrifugoAPI(cfg *config) *centrifugoAPI {
 		http:      &http.Client{Transport: transport, Timeout: 30 * time.Second},
 		wake:      make(chan struct{}, 1),
 	}
-	go a.post()
+	for range max(1, cfg.apiInFlight) {
+		go a.post()
+	}
 	return a
 }
 
@@ -215,6 +217,10 @@ func (a *centrifugoAPI) submit() {
 	a.queued = append(a.queued, a.tick...)
 	a.mu.Unlock()
 	a.tick = a.tick[:0]
+	a.signal()
+}
+
+func (a *centrifugoAPI) signal() {
 	select {
 	case a.wake <- struct{}{}:
 	default:
@@ -227,7 +233,7 @@ func (a *centrifugoAPI) flush() {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		a.mu.Lock()
-		done := len(a.queued) == 0 && !a.inFlight
+		done := len(a.queued) == 0 && a.inFlight == 0
 		a.mu.Unlock()
 		if done {
 			return
@@ -243,14 +249,17 @@ func (a *centrifugoAPI) post() {
 			a.mu.Lock()
 			n := min(len(a.queued), centrifugoMaxBatch)
 			if n == 0 {
-				a.inFlight = false
 				a.mu.Unlock()
 				break
 			}
 			batch := a.queued[:n]
 			a.queued = a.queued[n:]
-			a.inFlight = true
+			a.inFlight++
+			more := len(a.queued) > 0
 			a.mu.Unlock()
+			if more { // another poster, if one is idle, takes the rest
+				a.signal()
+			}
 
 			body.Reset()
 			body.WriteString(`{"parallel":true,"commands":[`)
@@ -266,6 +275,9 @@ func (a *centrifugoAPI) post() {
 				time.Sleep(delay)
 				delay = min(delay*2, 200*time.Millisecond)
 			}
+			a.mu.Lock()
+			a.inFlight--
+			a.mu.Unlock()
 		}
 	}
 }

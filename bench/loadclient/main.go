@@ -72,6 +72,7 @@ type config struct {
 	restartS    float64
 	apiURL      string
 	apiKey      string
+	apiInFlight int
 	namespace   string
 	readyFile   string
 	listenFile  string
@@ -163,6 +164,7 @@ func parseFlags() *config {
 	flag.StringVar(&c.channel, "channel", "socketio", "Redis channel of the AsyncRedisManager (socketio)")
 	flag.StringVar(&c.apiURL, "api", "", "Centrifugo server API batch endpoint, http://HOST:PORT/api/batch (centrifugo)")
 	flag.StringVar(&c.apiKey, "api-key", "", "Centrifugo server API key (centrifugo)")
+	flag.IntVar(&c.apiInFlight, "api-in-flight", 1, "Centrifugo API requests in flight at most (centrifugo)")
 	flag.StringVar(&c.namespace, "namespace", "personal", "Centrifugo namespace of the personal channels NAMESPACE:#USER (centrifugo)")
 	flag.IntVar(&c.concurrency, "connect-concurrency", 200, "handshakes in flight")
 	flag.StringVar(&c.mode, "mode", "steps", "steps | idle | restart")
