@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from gateway.direct_frames import direct_writer
 from gateway.drain import RETRY_AFTER_MAX_MS, drain_reason
 from gateway.hub import Close, Connection, Frame, Hub
 from gateway.metrics import GatewayMetrics
@@ -246,6 +247,7 @@ class Conversation:
     async def _serve_counted(
         self, websocket: WebSocket, conn: Connection, claims: Claims, cursor: str | None
     ) -> None:
+        conn.writer = direct_writer(websocket) if self.settings.direct_frames else None
         sender = asyncio.create_task(self._send_loop(websocket, conn))
         expiry = ExpiryTimer(conn)
         expiry.set(self.verifier.closes_at(claims))
@@ -386,11 +388,13 @@ class Conversation:
                     await websocket.close(item.code, item.reason)
                 return
             assert isinstance(item, Frame)
+            conn.sender_busy = True
             try:
                 await websocket.send_text(item.text)
             except Exception:
                 conn.close(CloseCode.GOING_AWAY)
                 return
+            finally:
+                conn.sender_busy = False
             if item.is_event:
-                self.metrics.frames_sent.inc()
-                self.metrics.observe_push(item.produced_ms)
+                self.metrics.event_frame_sent(item.produced_ms)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from gateway.direct_frames import FrameWriter
 from gateway.gc_policy import ConnectFreezer
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import CloseCode, ServerMessage, encode, event_frame
@@ -76,6 +77,11 @@ class Connection:
         self.user_id = user_id
         self.connection_id = connection_id
         self.queue: SendBuffer[QueueItem] = SendBuffer()
+        #: Writes a frame to the socket at once (gateway/direct_frames.py);
+        #: used while nothing is queued before it, so the order holds.
+        self.writer: FrameWriter | None = None
+        #: The sender task holds a frame it has not finished writing.
+        self.sender_busy = False
         self._queue_max = queue_max
         self._metrics = metrics
         self._on_gap = on_gap
@@ -106,6 +112,15 @@ class Connection:
 
     def _enqueue(self, frame: Frame) -> None:
         if self.closing is not None:
+            return
+        if (
+            self.writer is not None
+            and not self.sender_busy
+            and self.queue.empty()
+            and self.writer(frame.text)
+        ):
+            if frame.is_event:
+                self._metrics.event_frame_sent(frame.produced_ms)
             return
         if self.queue.qsize() >= self._queue_max:
             self._metrics.slow_closes.inc()

@@ -83,6 +83,10 @@ class GatewayMetrics:
         self._recent_ms: deque[float] = deque(maxlen=4096)
         self.started_at = time.time()
 
+    def event_frame_sent(self, produced_ms: int) -> None:
+        self.frames_sent.inc()
+        self.observe_push(produced_ms)
+
     def observe_push(self, produced_ms: int) -> None:
         if produced_ms <= 0:
             return

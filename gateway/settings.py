@@ -65,6 +65,8 @@ class Settings:
     #: A user's history and view expire after this long without an event.
     history_idle_s: float = 7 * 86_400.0
     send_queue_max: int = 1000
+    #: Event frames written straight to the transport (gateway/direct_frames.py).
+    direct_frames: bool = True
     max_message_bytes: int = 64 * 1024
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 40
@@ -291,6 +293,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         history_max=_int(env, "ORDERPUSH_HISTORY_MAX", base.history_max),
         history_idle_s=_float(env, "ORDERPUSH_HISTORY_IDLE_S", base.history_idle_s),
         send_queue_max=_int(env, "ORDERPUSH_SEND_QUEUE_MAX", base.send_queue_max),
+        direct_frames=_bool(env, "ORDERPUSH_DIRECT_FRAMES", base.direct_frames),
         max_message_bytes=_int(env, "ORDERPUSH_MAX_MESSAGE_BYTES", base.max_message_bytes),
         rate_limit_per_s=_float(env, "ORDERPUSH_RATE_LIMIT_PER_S", base.rate_limit_per_s),
         rate_limit_burst=_int(env, "ORDERPUSH_RATE_LIMIT_BURST", base.rate_limit_burst),

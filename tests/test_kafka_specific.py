@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from orderpush_core.bus import BusError, OutgoingRecord, Record, TopicPartition
 from orderpush_core.bus.base import next_offsets
-from orderpush_core.bus.kafka import KafkaConsumer, KafkaEventBus
+from orderpush_core.bus.kafka import KafkaConsumer, KafkaEventBus, compacted_partition
+from orderpush_core.events import ORDER_STATE_TOPIC
 from tests.backends import KAFKA_BOOTSTRAP, unique
 
 # tests/conftest.py deselects these when ORDERPUSH_TEST_BACKENDS leaves Kafka out.
@@ -203,3 +204,26 @@ async def test_misuse_and_unreachable_broker_raise_bus_error(bus: KafkaEventBus)
     await bus.stop()  # idempotent
     with pytest.raises(BusError, match="stopped"):
         await bus.publish([OutgoingRecord("orders", "ord-1", b"{}")])
+
+
+async def test_order_states_go_out_as_batches_one_partition_per_key(bus: KafkaEventBus) -> None:
+    """The compacted order-state topic is written as record batches built per
+    partition (several per partition when they outgrow the batch size); every
+    record arrives, on the partition its key maps to, in the order given."""
+    keys = [f"order-{i % 40}" for i in range(1200)]
+    records = [
+        OutgoingRecord(ORDER_STATE_TOPIC, key, b"v%05d" % i + b"x" * 200, (("h", b"1"),))
+        for i, key in enumerate(keys)
+    ]
+    await bus.publish(records)
+    got = [r async for batch in bus.scan(ORDER_STATE_TOPIC) for r in batch]
+    assert sorted(r.value for r in got) == sorted(r.value for r in records)
+    for r in got:
+        assert r.key is not None
+        assert r.tp.partition == compacted_partition(r.key.encode(), bus.partitions)
+        assert r.headers == (("h", b"1"),)
+    by_key: dict[str, list[bytes]] = {}
+    for r in sorted(got, key=lambda r: (r.tp.partition, r.offset)):
+        by_key.setdefault(r.key or "", []).append(r.value)
+    for key, values in by_key.items():
+        assert values == [r.value for r in records if r.key == key]
