@@ -49,9 +49,15 @@ def free_ports(count: int) -> int:
 
 @contextlib.asynccontextmanager
 async def serve(
-    app: ASGIApp, *, ws_max_size: int = 64 * 1024, log_level: str = "warning"
+    app: ASGIApp,
+    *,
+    ws_max_size: int = 64 * 1024,
+    log_level: str = "warning",
+    ws_deflate: bool = False,
 ) -> AsyncIterator[str]:
-    """Run `app` under uvicorn in this event loop; yields "127.0.0.1:PORT"."""
+    """Run `app` under uvicorn in this event loop, configured as `orderpush
+    gateway` runs it (websockets-sansio, no permessage-deflate unless asked,
+    so event frames take the direct path); yields "127.0.0.1:PORT"."""
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -59,6 +65,8 @@ async def serve(
         port=port,
         log_level=log_level,
         ws_max_size=ws_max_size,
+        ws="websockets-sansio",
+        ws_per_message_deflate=ws_deflate,
         lifespan="on",
     )
     server = uvicorn.Server(config)

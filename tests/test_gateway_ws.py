@@ -4,8 +4,12 @@ events produced onto the in-memory bus of the running gateway."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
+import socket
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -212,26 +216,106 @@ async def test_flooding_client_closes_4029(running: Running) -> None:
         assert await alice.closed_with() == CloseCode.RATE_LIMITED
 
 
+class SilentClient:
+    """A WebSocket client that authenticates and then stops reading, with a
+    small receive buffer: the server's writes back up for real (kernel
+    buffers, then the transport's, then the connection's send queue)."""
+
+    def __init__(self, addr: str, token: str) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        host, port = addr.split(":")
+        self.sock.connect((host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self.sock.recv(4096)
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        payload = json.dumps({"type": "auth", "token": token}).encode()
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        if len(payload) < 126:
+            header = struct.pack("!BB", 0x81, 0x80 | len(payload))
+        else:
+            header = struct.pack("!BBH", 0x81, 0x80 | 126, len(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def close_code(self) -> int:
+        """Read everything the server sent, up to its close frame's code."""
+        self.sock.settimeout(30)
+        data = self.buffer
+        while True:
+            while (frame := _next_frame(data)) is not None:
+                opcode, payload, data = frame
+                if opcode == 0x8:
+                    return int(struct.unpack("!H", payload[:2])[0])
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError("connection ended without a close frame")
+            data += chunk
+
+
+def _next_frame(data: bytes) -> tuple[int, bytes, bytes] | None:
+    """(opcode, payload, rest) of an unmasked frame at the start of `data`,
+    None if it is not all there yet."""
+    if len(data) < 2:
+        return None
+    length, offset = data[1] & 0x7F, 2
+    if length == 126:
+        offset = 4
+    elif length == 127:
+        offset = 10
+    if len(data) < offset:
+        return None
+    if length == 126:
+        length = struct.unpack("!H", data[2:4])[0]
+    elif length == 127:
+        length = struct.unpack("!Q", data[2:10])[0]
+    if len(data) < offset + length:
+        return None
+    return data[0] & 0x0F, data[offset : offset + length], data[offset + length :]
+
+
 @pytest.mark.parametrize("running", [{"send_queue_max": 5}], indirect=True)
 async def test_client_too_slow_closes_4009_and_others_go_on(running: Running) -> None:
-    async with (
-        connect(running.addr, token("slow")) as slow,
-        connect(running.addr, token("fast")) as fast,
-    ):
-        await slow.recv_type("snapshot")
-        await fast.recv_type("snapshot")
-        events = [
-            make_event(
-                "order.pending", order_id=f"o{i}", user_id="slow", status="pending", version=1
+    slow = await asyncio.to_thread(SilentClient, running.addr, token("slow"))
+    try:
+        async with connect(running.addr, token("fast")) as fast:
+            await fast.recv_type("snapshot")
+            # About 8 MB of frames: more than the kernel's send buffer (up to
+            # 4 MiB here, net.ipv4.tcp_wmem) and the transport's high-water
+            # mark hold for a socket that is not read.
+            padding = "x" * 2000
+            events = [
+                make_event(
+                    "order.pending",
+                    order_id=f"o{i}",
+                    user_id="slow",
+                    status="pending",
+                    version=1,
+                    data={"note": padding},
+                )
+                for i in range(4000)
+            ]
+            await running.gateway.bus.publish(
+                [OutgoingRecord("orders", e.order_id, encode_event(e)) for e in events]
             )
-            for i in range(50)
-        ]
-        await running.gateway.bus.publish(
-            [OutgoingRecord("orders", e.order_id, encode_event(e)) for e in events]
-        )
-        assert await slow.closed_with() == CloseCode.CLIENT_TOO_SLOW
-        await running.emit("fast", "f1", 1)
-        assert len(await fast.events(1)) == 1
+            async with asyncio.timeout(30):
+                while current(running.gateway.metrics.slow_closes) < 1:
+                    await asyncio.sleep(0.05)
+            await running.emit("fast", "f1", 1)
+            assert len(await fast.events(1)) == 1
+        assert await asyncio.to_thread(slow.close_code) == CloseCode.CLIENT_TOO_SLOW
+    finally:
+        slow.sock.close()
 
 
 async def test_poison_record_is_set_aside_and_serving_goes_on(running: Running) -> None:
