@@ -115,6 +115,12 @@ local function arr(n)
   return '\221' .. be(n, 4)
 end
 
+local function version_of(state)  -- an OrderState's version, without a JSON decode
+  local v = string.match(state, '"version":%s*(%d+)')
+  if v then return tonumber(v) end
+  return cjson.decode(state)['version']
+end
+
 local function user(u)
   local st = users[u]
   if st then return st end
@@ -151,17 +157,18 @@ end
 for _, ev in ipairs(events) do
   local st = user(ev[1])
   local eid, raw, produced, tp = ev[2], ev[3], ev[4], ev[5]
-  local marker = redis.call('HGET', st.d, eid)
-  local cursor, new
-  if marker then
+  local cursor = st.epoch .. '-' .. string.format('%d', st.seq + 1)
+  local new
+  -- The dedupe entry is claimed first (one call for the common case, a new
+  -- event); only a repeat reads the entry it found.
+  if redis.call('HSETNX', st.d, eid, token .. ' ' .. cursor) == 0 then
     -- Appended before: by this very call retried after a lost reply (same
     -- token: still new to the caller), or a redelivery. Either way it keeps
     -- its cursor and is routed again; sockets drop what they have.
-    local tok, cur = string.match(marker, '^(%S+) (.+)$')
+    local tok, cur = string.match(redis.call('HGET', st.d, eid), '^(%S+) (.+)$')
     cursor, new = cur, (tok == token) and 1 or 0
   else
     st.seq = st.seq + 1
-    cursor = st.epoch .. '-' .. string.format('%d', st.seq)
     if st.len >= hmax then
       -- The oldest entries leave the history; their ids leave the dedupe map.
       for _, entry in ipairs(redis.call('XRANGE', st.h, '-', '+', 'COUNT', st.len - hmax + 1)) do
@@ -177,11 +184,10 @@ for _, ev in ipairs(events) do
     st.len = st.len + 1
     if ev[6] ~= '' then
       local known = redis.call('HGET', st.v, ev[6])
-      if not known or cjson.decode(known)['version'] < ev[7] then
+      if not known or version_of(known) < ev[7] then
         redis.call('HSET', st.v, ev[6], ev[8])
       end
     end
-    redis.call('HSET', st.d, eid, token .. ' ' .. cursor)
     st.touched = true
     new = 1
   end
