@@ -97,6 +97,16 @@ def stubs_app(
     return storefront_app(settings, stack, bus=bus)
 
 
+def _ws_protocol(name: str) -> str | type[asyncio.Protocol]:
+    """uvicorn's WebSocket implementation by name; websockets-sansio (the
+    default) with its keepalive pings spread (orderpush/ws_keepalive.py)."""
+    if name == "websockets-sansio":
+        from orderpush.ws_keepalive import SpreadPingProtocol
+
+        return SpreadPingProtocol
+    return name
+
+
 def serve_command(
     args: argparse.Namespace, settings: Settings, *, sockets: list[socket.socket] | None = None
 ) -> int:
@@ -127,7 +137,7 @@ def serve_command(
         # bench/README.md for what each buys.
         loop=getattr(args, "loop", "uvloop"),
         http=getattr(args, "http", "httptools"),
-        ws=getattr(args, "ws", "websockets-sansio"),
+        ws=_ws_protocol(getattr(args, "ws", "websockets-sansio")),
         # A browser offers permessage-deflate; accepted, it keeps a zlib
         # compressor and decompressor per socket (RSS per idle socket 73 KiB
         # instead of 31 in bench/side_by_side.py) for frames of a few hundred
