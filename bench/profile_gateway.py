@@ -11,6 +11,7 @@ process was busy.
     pip install py-spy                       # or: pip install -e '.[bench]'
     python bench/profile_gateway.py --rate 6000 --seconds 15      # steps load
     python bench/profile_gateway.py --connect 5000                # connecting only
+    python bench/profile_gateway.py --restart 2000 --seconds 12   # the restarted process
 
 py-spy needs ptrace rights over the gateway (root, or
 kernel.yama.ptrace_scope=0). It prints figures; it never passes or fails.
@@ -31,7 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.side_by_side import build_loadclient, client_argv, make_server, running
+from bench.side_by_side import (
+    Server,
+    build_loadclient,
+    client_argv,
+    make_server,
+    running,
+    wait_for_file,
+)
 
 # Stack frames look like "function (path/to/file.py:123)".
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]+?)(?::(?P<line>\d+))?\)$")
@@ -135,6 +143,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="seconds of load sampled")
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--connect", type=int, default=0, help="profile connecting N users")
+    parser.add_argument(
+        "--restart",
+        type=int,
+        default=0,
+        help="N users at 200/s; SIGKILL, restart, and profile the new process for --seconds",
+    )
     parser.add_argument("--sample-rate", type=int, default=200, help="py-spy samples/s")
     parser.add_argument("--server-core", default="0")
     parser.add_argument("--load-core", default="1")
@@ -152,6 +166,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         server = make_server(args, "orderpush", tmp_path)
+        if args.restart:
+            profile_restart(args, py_spy, server, tmp_path)
+            return
         if args.connect:
             argv = client_argv(args, server, args.connect, "idle")
             argv += ["-hold-s", "1", "-idle-rate", "1", "-idle-s", "1"]
@@ -178,6 +195,36 @@ def main() -> None:
             profiler.wait(120)
         print(out.decode().strip().splitlines()[-1] if out else "(no client result)")
         print(summarize(raw_path.read_text() if raw_path.exists() else ""))
+
+
+def profile_restart(args: argparse.Namespace, py_spy: str, server: Server, tmp_path: Path) -> None:
+    """The restart scenario of bench/side_by_side.py, with py-spy on the
+    restarted process from its start (start-up, joining, the reconnect storm)."""
+    ready, listen = tmp_path / "ready", tmp_path / "listen"
+    argv = client_argv(args, server, args.restart, "restart")
+    argv += ["-ready-file", str(ready), "-listen-file", str(listen)]
+    argv += ["-restart-rate", "200", "-restart-s", "30", "-drain-s", "30"]
+    raw_path = Path(args.raw) if args.raw else tmp_path / "profile.txt"
+    with running(server):
+        assert server.popen is not None
+        client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        wait_for_file(ready, 300)
+        time.sleep(5.0)
+        server.kill()
+        killed_s = time.monotonic()
+        server.start()
+        assert server.popen is not None
+        spy = [py_spy, "record", "-p", str(server.popen.pid), "-f", "raw", "--nonblocking"]
+        spy += ["-r", str(args.sample_rate), "-o", str(raw_path), "-d", str(int(args.seconds))]
+        time.sleep(0.2)  # an interpreter to attach to
+        profiler = subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        listen_ns = server.wait_listening()
+        listen.write_text(str(listen_ns))
+        print(f"listening {time.monotonic() - killed_s:.2f}s after the kill")
+        out, _ = client.communicate(timeout=900)
+        profiler.wait(120)
+    print(out.decode().strip().splitlines()[-1] if out else "(no client result)")
+    print(summarize(raw_path.read_text() if raw_path.exists() else ""))
 
 
 if __name__ == "__main__":

@@ -467,6 +467,11 @@ def scenario_restart(args: argparse.Namespace, server: Server) -> dict[str, Any]
                 listen_ns = server.wait_listening()
                 listen.write_text(str(listen_ns))
                 figures["down_s"] = round((listen_ns - killed_ns) / 1e9, 3)
+                if server.system == "orderpush":
+                    # When its consumer holds partitions again (/readyz 200):
+                    # live events flow from then on.
+                    server.wait_ready()
+                    figures["ready_after_listen_s"] = round((time.time_ns() - listen_ns) / 1e9, 3)
 
             result = run_client(argv, timeout_s=600, during=kill_and_restart)
         finally:
@@ -607,6 +612,7 @@ def main() -> None:
         help="permessage-deflate offered by the load client (browsers offer context-takeover)",
     )
     parser.add_argument("--json", help="write every run's figures here")
+    parser.add_argument("--keep-logs", metavar="DIR", help="keep the servers' logs in DIR")
     parser.add_argument("--label", help="the table's row name (with one system)")
     parser.add_argument(
         "--nice", type=int, default=0, help="nice level of server and load client (e.g. -10)"
@@ -638,7 +644,8 @@ def main() -> None:
     names = {s: args.label or LABELS[s] for s in systems}
     results: Results = {names[s]: {} for s in systems}
     with tempfile.TemporaryDirectory() as tmp:
-        logs = Path(tmp)
+        logs = Path(args.keep_logs or tmp)
+        logs.mkdir(parents=True, exist_ok=True)
         for run in range(args.runs):
             for scenario in scenarios:
                 for system in systems:

@@ -83,6 +83,10 @@ class Settings:
     proxy_max_body_bytes: int = 64 * 1024
     kafka_session_timeout_ms: int = 3_000
     kafka_heartbeat_ms: int = 500
+    #: Join the consumer group as a static member under the instance id, so a
+    #: restarted instance (same --instance-id) takes its partitions back at
+    #: once instead of after the dead process's session timeout.
+    kafka_static_members: bool = True
     drain_window_s: float = 5.0
 
     @property
@@ -309,5 +313,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
             env, "ORDERPUSH_KAFKA_SESSION_TIMEOUT_MS", base.kafka_session_timeout_ms
         ),
         kafka_heartbeat_ms=_int(env, "ORDERPUSH_KAFKA_HEARTBEAT_MS", base.kafka_heartbeat_ms),
+        kafka_static_members=_bool(
+            env, "ORDERPUSH_KAFKA_STATIC_MEMBERS", base.kafka_static_members
+        ),
         drain_window_s=_float(env, "ORDERPUSH_DRAIN_WINDOW_S", base.drain_window_s),
     )

@@ -121,9 +121,18 @@ class Process:
 class Cluster:
     processes: list[Process] = field(default_factory=list)
 
-    def start(self, name: str, args: Sequence[str], env: dict[str, str], log_dir: Path) -> Process:
-        """`python -m orderpush ARGS --port FREE`, its output in LOG_DIR/NAME.log."""
-        port = free_port()
+    def start(
+        self,
+        name: str,
+        args: Sequence[str],
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        port: int | None = None,
+    ) -> Process:
+        """`python -m orderpush ARGS --port FREE` (or `port`: a restart on the
+        same address), its output in LOG_DIR/NAME.log."""
+        port = port if port is not None else free_port()
         log_path = log_dir / f"{name}.log"
         # Each gateway gets its own admin port (the default, 9000, is one per host).
         workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1

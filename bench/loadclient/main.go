@@ -669,6 +669,9 @@ func restartFigures(cfg *config, users []*client, n int) map[string]any {
 	listen, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
 	must(err)
 	current := listen
+	// The two parts of "current": the last client back, the last message
+	// sent before L delivered.
+	reconnected, delivered := listen, listen
 	notReconnected := 0
 	for _, c := range users {
 		c.mu.Lock()
@@ -683,8 +686,9 @@ func restartFigures(cfg *config, users []*client, n int) map[string]any {
 			notReconnected++
 			continue
 		}
-		current = max(current, back)
+		reconnected = max(reconnected, back)
 	}
+	current = max(current, reconnected)
 	lostBefore, lostAfter := 0, 0
 	for i := 0; i < n; i++ {
 		r := atomic.LoadInt64(&recvNs[i])
@@ -692,14 +696,17 @@ func restartFigures(cfg *config, users []*client, n int) map[string]any {
 			if r == 0 {
 				lostBefore++
 			} else {
-				current = max(current, r)
+				delivered = max(delivered, r)
 			}
 		} else if r == 0 {
 			lostAfter++
 		}
 	}
+	current = max(current, delivered)
 	return map[string]any{
 		"all_current_after_listen_s": round3(float64(current-listen) / 1e9),
+		"reconnected_after_listen_s": round3(float64(reconnected-listen) / 1e9),
+		"delivered_after_listen_s":   round3(float64(delivered-listen) / 1e9),
 		"not_reconnected":            notReconnected,
 		"lost_sent_before_listen":    lostBefore,
 		"lost_sent_after_listen":     lostAfter,

@@ -14,12 +14,14 @@ def open_bus(
     partitions: int = 4,
     session_timeout_ms: int = 3_000,
     heartbeat_interval_ms: int = 500,
+    static_members: bool = False,
 ) -> EventBus:
     """Build (not start) the bus named by `url`.
 
     `memory://` is the embedded default; `kafka://HOST:PORT[,HOST:PORT]` needs
     the `kafka` extra (aiokafka), imported only here. The group timeouts
-    apply to Kafka consumers only.
+    and `static_members` (consumers named by a client_id join as static
+    members under it) apply to Kafka consumers only.
     """
     parts = urlsplit(url)
     if parts.scheme == "memory":
@@ -36,5 +38,6 @@ def open_bus(
             topic_prefix=topic_prefix,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=heartbeat_interval_ms,
+            static_members=static_members,
         )
     raise ValueError(f"bus URL {url!r}: scheme must be memory:// or kafka://")

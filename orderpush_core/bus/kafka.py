@@ -30,6 +30,7 @@ from aiokafka.errors import (
 
 from orderpush_core.bus import kafka_batches
 from orderpush_core.bus.base import BusError, FencedError, OutgoingRecord, Record, TopicPartition
+from orderpush_core.bus.kafka_membership import instance_id_for, leave_on_close
 from orderpush_core.events import COMPACTED_TOPICS
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class KafkaEventBus:
         fetch_max_wait_ms: int = 100,
         session_timeout_ms: int = 3_000,
         heartbeat_interval_ms: int = 500,
+        static_members: bool = False,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic_prefix = topic_prefix
@@ -83,6 +85,11 @@ class KafkaEventBus:
         # broker refuses a shorter one, and the member could never join).
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
+        # Consumers opened with a client_id join as static members under it
+        # (kafka_membership.py): a process restarted with the same id takes
+        # its predecessor's partitions at once instead of after its session.
+        # Transactional members never do (see KafkaConsumer).
+        self.static_members = static_members
         self._producer: Any = None
         self._admin: Any = None
         self._offsets_reader: Any = None  # ungrouped consumer: end offsets only
@@ -452,6 +459,16 @@ class KafkaConsumer:
         self._bus = bus
         self.topics = topics
         self.group = group
+        # Static membership for a named, non-transactional member only. A
+        # transactional member's zombie (a frozen process thawed after its
+        # successor started) must not take its place back in the group: its
+        # producer is fenced, but as a static member it would first evict the
+        # successor, over and over (each rejoin evicts the other).
+        self.group_instance_id = (
+            instance_id_for(client_id, (bus.wire_name(t) for t in topics))
+            if bus.static_members and client_id and not transactional
+            else None
+        )
         self.client_id = client_id or f"orderpush-{uuid.uuid4().hex[:8]}"
         self.name = f"{group}/{self.client_id}"
         self.rebalances = 0
@@ -474,6 +491,7 @@ class KafkaConsumer:
             bootstrap_servers=bus.bootstrap_servers,
             group_id=group,
             client_id=self.client_id,
+            group_instance_id=self.group_instance_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
@@ -677,7 +695,10 @@ class KafkaConsumer:
         self._stopped = True
         self._bus._consumers.discard(self)
         producer, self._txn_producer = self._txn_producer, None
-        # Leaving the group (not committing) hands the partitions over at once.
+        # Leaving the group (not committing) hands the partitions over at once;
+        # a static member too (aiokafka would not send its LeaveGroup).
+        if self.group_instance_id is not None:
+            leave_on_close(self._consumer)
         await _quietly(self._consumer.stop())
         # If aiokafka's stop() was cut short (see _quietly), its client is still
         # open, and its metadata task would retry a dead broker for ever.
