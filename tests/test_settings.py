@@ -68,6 +68,7 @@ PARSED: dict[str, tuple[str, str, Any]] = {
     "ORDERPUSH_KAFKA_SESSION_TIMEOUT_MS": ("6000", "kafka_session_timeout_ms", 6000),
     "ORDERPUSH_KAFKA_HEARTBEAT_MS": ("250", "kafka_heartbeat_ms", 250),
     "ORDERPUSH_KAFKA_STATIC_MEMBERS": ("off", "kafka_static_members", False),
+    "ORDERPUSH_DIRECT_FRAMES": ("off", "direct_frames", False),
     "ORDERPUSH_DRAIN_WINDOW_S": ("0", "drain_window_s", 0.0),
 }
 
