@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Literal, TypeVar, overload
 
@@ -49,6 +50,24 @@ def order_states(events: list[tuple[Record, Event]]) -> list[OutgoingRecord]:
         for record, event in events
         if event.type.startswith("order.") and event.version is not None
     ]
+
+
+@dataclass(eq=False)
+class _Batch:
+    """A batch between its fetch and its commit."""
+
+    records: list[Record]
+    events: list[tuple[Record, Event]]
+    incoming: list[Envelope]
+    states_acked: asyncio.Future[None]
+    #: Its append, once sent.
+    reply: Awaitable[list[Delivery]] | None = None
+
+    def abandon(self) -> None:
+        """Not handed on (the loop rejoins): its order states need not wait."""
+        self.states_acked.cancel()
+        if isinstance(self.reply, asyncio.Future):
+            self.reply.cancel()
 
 
 class Pump:
@@ -115,9 +134,45 @@ class Pump:
         succeeds: the consumer has moved past these records, so giving up on
         one step and committing a later batch would lose them.
 
+        Batches already fetched behind it are taken here too, so that the
+        store and the gateway work at the same time: while the store appends
+        batch N, batch N+1 is decoded; as soon as N is appended, N+1's append
+        is sent, and N's frames are written to the sockets meanwhile. One
+        append is in flight at a time, so they run in batch order.
+
         The commit (after the order-state ack) runs in the background, in
         batch order, while the next batches are fetched and handed on
         (`gateway.batch_commits`)."""
+        current: _Batch | None = None
+        following: _Batch | None = None
+        try:
+            current = await self._prepare(records)
+            current.reply = await self._send(current)
+            while True:
+                following = None
+                if not self.loop.stopping:
+                    more = await consumer.getmany(timeout_ms=0, max_records=self.batch_max)
+                    if more:
+                        following = await self._prepare(more)
+                deliveries = await self._appended(current)
+                if following is not None:
+                    following.reply = await self._send(following)
+                self.hub.deliver(deliveries)
+                self.metrics.events_consumed.inc(len(current.incoming))
+                done, current = current, following
+                await self.commits.add(consumer, done.records, done.states_acked)
+                if current is None:
+                    return
+        except BaseException:
+            for batch in (current, following):
+                if batch is not None:
+                    batch.abandon()
+            raise
+
+    async def _prepare(self, records: list[Record]) -> _Batch:
+        """Decode a batch, set its bad records aside, and start writing its
+        order states (acknowledged before its commit, not before delivery:
+        the sockets need not wait for a produce with acks=all)."""
         batch = sort_records(records)
         if batch.dead_letters:
             letters = batch.dead_letters
@@ -134,25 +189,41 @@ class Pump:
             for rec, event in batch.events
         ]
         states = order_states(batch.events)
-        # The order views' source for a rebuild goes out with the batch and
-        # is acknowledged before the commit, like the append itself; but the
-        # sockets need not wait for that ack (a produce with acks=all): they
-        # get the batch as soon as it is in the histories.
         states_acked = asyncio.ensure_future(
             self._retrying("order-state topic", lambda: self.bus.publish(states))
         )
+        return _Batch(records, batch.events, incoming, states_acked)
+
+    async def _send(self, batch: _Batch) -> Awaitable[list[Delivery]]:
+        """Put the batch's append on its way; a failure to send is its result."""
         try:
-            deliveries = await self._retrying(
-                "session store", lambda: self.store.publish(incoming), poison_ok=True
-            )
-            if deliveries is None:
-                deliveries = await self._one_by_one(batch.events, incoming)
-            self.hub.deliver(deliveries)
-            self.metrics.events_consumed.inc(len(incoming))
-        except BaseException:
-            states_acked.cancel()
+            return await self.store.send_publish(batch.incoming)
+        except asyncio.CancelledError:
             raise
-        await self.commits.add(consumer, records, states_acked)
+        except Exception as exc:
+            failed: asyncio.Future[list[Delivery]] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
+
+    async def _appended(self, batch: _Batch) -> list[Delivery]:
+        """The batch's deliveries once its append is done, retried like any
+        step; a batch that keeps failing is handed on record by record."""
+        assert batch.reply is not None
+        try:
+            return await batch.reply
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            first_error: Exception = exc
+        deliveries = await self._retrying(
+            "session store",
+            lambda: self.store.publish(batch.incoming),
+            poison_ok=True,
+            first_error=first_error,
+        )
+        if deliveries is None:
+            deliveries = await self._one_by_one(batch.events, batch.incoming)
+        return deliveries
 
     @property
     def batches(self) -> int:
@@ -205,6 +276,7 @@ class Pump:
         *,
         poison_ok: Literal[True],
         error: list[BaseException] | None = None,
+        first_error: Exception | None = None,
     ) -> T | None: ...
 
     async def _retrying(
@@ -214,18 +286,23 @@ class Pump:
         *,
         poison_ok: bool = False,
         error: list[BaseException] | None = None,
+        first_error: Exception | None = None,
     ) -> T | None:
         """`step()`, retried with backoff. An outage is retried until it ends;
         with `poison_ok`, another error is tried POISON_ATTEMPTS times, then
-        None is returned (and the error appended to `error`)."""
+        None is returned (and the error appended to `error`). `first_error`:
+        the first attempt was made elsewhere and failed with it."""
         backoff = Backoff(0.1, RETRY_MAX_S)
         failures = 0
         while True:
             try:
+                if first_error is not None:
+                    raise first_error
                 return await step()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                first_error = None
                 self.retries += 1
                 if poison_ok and not is_outage(exc):
                     failures += 1

@@ -73,6 +73,11 @@ class ConsumeLoop:
         self._stopping = asyncio.Event()
 
     @property
+    def stopping(self) -> bool:
+        """stop() was called: a handler should finish what it holds, not take more."""
+        return self._stopping.is_set()
+
+    @property
     def consumer(self) -> Consumer | None:
         """The current member (None while rejoining)."""
         return self._consumer

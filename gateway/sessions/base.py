@@ -13,7 +13,7 @@ always means "I have everything up to here".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -130,6 +130,13 @@ class SessionHistory(Protocol):
         own sockets. Batched: a fixed number of round trips per call, never one
         per event.
         """
+        ...
+
+    async def send_publish(self, items: Sequence[Envelope]) -> Awaitable[list[Delivery]]:
+        """`publish`, in two steps: the append is on its way to the store when
+        this returns (so the caller can do other work while the store runs
+        it), and the awaitable returned gives its deliveries. Appends sent one
+        after the other run in that order."""
         ...
 
     async def history_since(self, user_id: str, cursor: str) -> list[Delivery] | None:

@@ -8,9 +8,10 @@ history, idle expiry, and per-instance leases.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from gateway.envelope import Envelope
@@ -158,6 +159,12 @@ class MemorySessionStore:
                     event.order_id, event.status, event.version, event.occurred_at
                 )
         return delivery
+
+    async def send_publish(self, items: Sequence[Envelope]) -> Awaitable[list[Delivery]]:
+        # In process: done at once, nothing to overlap.
+        done: asyncio.Future[list[Delivery]] = asyncio.get_running_loop().create_future()
+        done.set_result(await self.publish(items))
+        return done
 
     async def publish(self, items: Sequence[Envelope]) -> list[Delivery]:
         self._sweep()

@@ -39,10 +39,11 @@ subscription as a gap, and the gateway refills from history.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -66,6 +67,8 @@ from gateway.sessions.base import (
     make_cursor,
 )
 from gateway.sessions.redis_leases import RedisLeases, RoundTrips
+from gateway.sessions.redis_pipe import OrderedPipe
+from gateway.sessions.redis_pipe import supports as pipe_supports
 from gateway.sessions.redis_routes import RouteListener, epoch_ms
 from gateway.sessions.redis_views import RedisViews
 from orderpush_core.batching import Batcher
@@ -243,6 +246,14 @@ def _str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _unique(items: Sequence[Envelope]) -> list[Envelope]:
+    """The same event twice in one batch: keep the first, like a redelivery."""
+    unique: dict[str, Envelope] = {}
+    for item in items:
+        unique.setdefault(item.event.event_id, item)
+    return list(unique.values())
+
+
 def redact_url(url: str) -> str:
     """The URL without its password (user info or `?password=`), fit for logs."""
     parts = urlsplit(url)
@@ -296,6 +307,9 @@ class RedisSessionStore:
             self._redis = Redis.from_pool(pool)  # the client owns (and closes) the pool
         except ValueError as exc:
             raise SessionStoreError(f"sessions URL {self.url!r}: {exc}") from None
+        #: The pump's appends, written at once in batch order (`send_publish`);
+        #: None for TLS or unix-socket URLs (the pool then carries them).
+        self._pipe = OrderedPipe(url, timeout_s=SOCKET_TIMEOUT_S) if pipe_supports(url) else None
         self.instance_id = instance_id
         #: This run of the instance, as it appears in `instances` and `{user}:s`:
         #: a restarted instance (same id) is a new member, so the entries of
@@ -395,26 +409,52 @@ class RedisSessionStore:
             # Without our lease the entries count for nothing; they are pruned
             # or expire. Stopping must not fail for this.
             log.warning("sessions: could not drop leases on %s: %s", self.url, exc)
+        if self._pipe is not None:
+            await self._pipe.close()
         await self._redis.aclose()
 
     # -- publish -----------------------------------------------------------
 
     async def publish(self, items: Sequence[Envelope]) -> list[Delivery]:
-        # The same event twice in one batch: keep the first, like a redelivery.
-        unique: dict[str, Envelope] = {}
-        for item in items:
-            unique.setdefault(item.event.event_id, item)
-        batch = list(unique.values())
+        batch = _unique(items)
         if not batch:
             return []
         # One token per call, so our own retries are not taken for redeliveries.
         reply = await self._run_append(self._append_args(batch, uuid.uuid4().hex))
-        deliveries = [
+        return self._deliveries(batch, reply)
+
+    async def send_publish(self, items: Sequence[Envelope]) -> Awaitable[list[Delivery]]:
+        batch = _unique(items)
+        if self._pipe is None or not batch:
+            return asyncio.ensure_future(self.publish(items))
+        keys, args = self._append_args(batch, uuid.uuid4().hex)
+        await self._pipe.connect()  # no suspension while connected
+        self._trips.count += 1
+        sent = self._pipe.send("EVALSHA", _APPEND_SHA, len(keys), *keys, *args)
+        return asyncio.ensure_future(self._sent_reply(batch, (keys, args), sent))
+
+    async def _sent_reply(
+        self,
+        batch: list[Envelope],
+        keys_args: tuple[list[str], list[Any]],
+        sent: asyncio.Future[Any],
+    ) -> list[Delivery]:
+        assert self._pipe is not None
+        try:
+            reply = await self._pipe.result(sent)
+        except NoScriptError:  # Redis restarted: load the script, send again
+            await self._load_scripts()
+            keys, args = keys_args
+            self._trips.count += 1
+            reply = await self._pipe.call("EVALSHA", _APPEND_SHA, len(keys), *keys, *args)
+        return self._deliveries(batch, reply)
+
+    def _deliveries(self, batch: list[Envelope], reply: list[Any]) -> list[Delivery]:
+        self.published_events += sum(int(flag) for flag in reply[1 : 2 * len(batch) : 2])
+        return [
             Delivery(user_id=item.event.user_id, cursor=_str(reply[2 * n]), envelope=item)
             for n, item in enumerate(batch)
         ]
-        self.published_events += sum(int(flag) for flag in reply[1 : 2 * len(batch) : 2])
-        return deliveries
 
     def _append_args(self, batch: Sequence[Envelope], token: str) -> tuple[list[str], list[Any]]:
         users: dict[str, int] = {}
