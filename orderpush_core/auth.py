@@ -11,11 +11,12 @@ identity provider's JWKS URL (`jwks.py`), picked by the token's `kid`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
+from orderpush_core import hs256
 from orderpush_core.jwks import JwksKeys
 
 
@@ -40,6 +41,19 @@ class TokenVerifier:
     issuer: str | None = None
     leeway_s: float = 0.0
     jwks: JwksKeys | None = None
+    #: HS256 with a static secret: PyJWT's rules without its per-call costs
+    #: (`hs256.py`); None: every token goes through `jwt.decode`.
+    _fast: hs256.Hs256Verifier | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.algorithm == hs256.ALGORITHM and self.jwks is None and hs256.available():
+            try:
+                fast = hs256.Hs256Verifier(
+                    self.key, audience=self.audience, issuer=self.issuer, leeway_s=self.leeway_s
+                )
+            except jwt.PyJWTError:
+                return  # a secret PyJWT refuses: jwt.decode refuses every token with it
+            object.__setattr__(self, "_fast", fast)
 
     def verify(self, token: str) -> Claims:
         """Verify with what is at hand (a JWKS is not fetched: see `averify`)."""
@@ -71,15 +85,18 @@ class TokenVerifier:
 
     def _decode(self, token: str, key: Any) -> Claims:
         try:
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[self.algorithm],
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=self.leeway_s,
-                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
-            )
+            if self._fast is not None:
+                claims = self._fast.decode(token)
+            else:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[self.algorithm],
+                    audience=self.audience,
+                    issuer=self.issuer,
+                    leeway=self.leeway_s,
+                    options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+                )
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from None
         sub = claims.get("sub")
