@@ -110,17 +110,26 @@ class Connection:
 
     # -- queueing --------------------------------------------------------
 
-    def _enqueue(self, frame: Frame) -> None:
-        if self.closing is not None:
-            return
-        if (
+    def _written(self, text: str) -> bool:
+        """Written straight to the socket: nothing is queued before it and
+        the transport takes writes (gateway/direct_frames.py)."""
+        return (
             self.writer is not None
+            and self.closing is None
             and not self.sender_busy
             and self.queue.empty()
-            and self.writer(frame.text)
-        ):
-            if frame.is_event:
-                self._metrics.event_frame_sent(frame.produced_ms)
+            and self.writer(text)
+        )
+
+    def _enqueue_event(self, text: str, produced_ms: int) -> None:
+        # No Frame object in the common case (once per frame).
+        if self._written(text):
+            self._metrics.event_frame_sent(produced_ms)
+        else:
+            self._queue(Frame(text, produced_ms, is_event=True))
+
+    def _queue(self, frame: Frame) -> None:
+        if self.closing is not None:
             return
         if self.queue.qsize() >= self._queue_max:
             self._metrics.slow_closes.inc()
@@ -129,7 +138,9 @@ class Connection:
         self.queue.put_nowait(frame)
 
     def send(self, message: ServerMessage) -> None:
-        self._enqueue(Frame(encode(message)))
+        text = encode(message)
+        if not self._written(text):
+            self._queue(Frame(text))
 
     def close(self, code: int, reason: str = "") -> None:
         """Ask the sender to close the socket once; later items are dropped."""
@@ -200,7 +211,7 @@ class Connection:
             self._versions[event.order_id] = event.version
         # A replayed event is as old as the client's absence: timing it would
         # report the outage, not the push path.
-        self._enqueue(Frame(frame, delivery.produced_ms if live else 0, is_event=True))
+        self._enqueue_event(frame, delivery.produced_ms if live else 0)
         return 1
 
     def _arm_gap_timer(self) -> None:
