@@ -32,7 +32,6 @@ from gateway.sessions import SessionStore, open_sessions
 from gateway.settings import Settings
 from gateway.storefront import StorefrontProxy, storefront_client
 from orderpush_core.bus import EventBus, open_bus
-from orderpush_core.retry import Backoff
 
 log = logging.getLogger("orderpush.app")
 
@@ -98,7 +97,6 @@ class Gateway:
         self.endpoint.views_ready = self.rebuilder.wait_ready
         self._tasks: list[asyncio.Task[None]] = []
         self._repairs: set[asyncio.Task[None]] = set()
-        self._joining: asyncio.Task[None] | None = None
         self.started = False
         self.draining = False
 
@@ -106,13 +104,7 @@ class Gateway:
         if self.owns_bus:
             await self.bus.start()
         await self.store.start(self.hub.deliver, self._on_gap)
-        # Serve before the consumer holds partitions: a client's resume or
-        # snapshot comes from the store, and its socket is registered before
-        # that read, so whatever the pump appends once it is assigned reaches
-        # the socket live (docs/architecture.md, "Start and restart"). Joining
-        # can take a session timeout (a dead predecessor that was not a static
-        # member of the same name); /readyz says 503 until it is done.
-        self._joining = asyncio.create_task(self._join(), name="orderpush-join")
+        await self.pump.start()
         try:
             # A new cluster, or a Redis that came back empty while no gateway
             # ran: whole views before the first snapshot, not during it.
@@ -130,32 +122,6 @@ class Gateway:
         ]
         self.started = True
 
-    async def _join(self) -> None:
-        """Join the consumer group, retrying until it works (an unreachable
-        broker already failed `bus.start()`: this is the group's part)."""
-        started_s = time.monotonic()
-        backoff = Backoff(0.1, 5.0)
-        while True:
-            try:
-                await self.pump.start()
-            except Exception:
-                log.warning(
-                    "joining the consumer group failed; retrying in %.1fs",
-                    backoff.delay_s,
-                    exc_info=True,
-                )
-                await backoff.wait()
-                continue
-            log.info("consumer group joined %.2fs after the start", time.monotonic() - started_s)
-            return
-
-    async def _stop_joining(self) -> None:
-        joining, self._joining = self._joining, None
-        if joining is not None and not joining.done():
-            joining.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await joining
-
     async def drain(self) -> None:
         """The graceful half of a stop (SIGTERM), run while the server still
         serves: not ready any more, no new sockets, out of the consumer group
@@ -168,7 +134,6 @@ class Gateway:
         self.endpoint.draining = True
         window_s = self.settings.drain_window_s
         log.info("draining: leaving the consumer group, then closing sockets over %.1fs", window_s)
-        await self._stop_joining()
         await _bounded("consumer", self.pump.drain(STOP_TIMEOUT_S))
         await close_spread(self.hub.connections(), window_s)
         # Let the senders flush and the endpoints drop their leases.
@@ -190,7 +155,6 @@ class Gateway:
         # Each part gets a bounded time: a hung broker would otherwise hold
         # the shutdown past an orchestrator's grace period (leaving the group
         # waits for aiokafka's 40 s request timeout).
-        await self._stop_joining()
         await _bounded("consumer", self.pump.stop())
         await _bounded("session store", self.store.stop())
         if self.owns_bus:
