@@ -206,10 +206,10 @@ async def test_misuse_and_unreachable_broker_raise_bus_error(bus: KafkaEventBus)
         await bus.publish([OutgoingRecord("orders", "ord-1", b"{}")])
 
 
-async def test_order_states_go_out_as_batches_one_partition_per_key(bus: KafkaEventBus) -> None:
-    """The compacted order-state topic is written as record batches built per
-    partition (several per partition when they outgrow the batch size); every
-    record arrives, on the partition its key maps to, in the order given."""
+async def test_order_states_land_on_their_keys_partition_in_order(bus: KafkaEventBus) -> None:
+    """The compacted order-state topic is partitioned by `compacted_partition`
+    (not murmur2); every record arrives, on the partition its key maps to, in
+    the order given, across several producer batches."""
     keys = [f"order-{i % 40}" for i in range(1200)]
     records = [
         OutgoingRecord(ORDER_STATE_TOPIC, key, b"v%05d" % i + b"x" * 200, (("h", b"1"),))

@@ -41,7 +41,6 @@ _KAFKA_ERRORS: tuple[type[BaseException], ...] = (
     ConsumerStoppedError,
     IllegalOperation,
 )
-_PUBLISH_ERRORS: tuple[type[BaseException], ...] = (*_KAFKA_ERRORS, BusError)
 _TOPIC_ALREADY_EXISTS = 36
 _TOPIC_READY_TIMEOUT_S = 15.0
 _LAG_TIMEOUT_S = 15.0
@@ -298,17 +297,7 @@ class KafkaEventBus:
         if not records:
             return
         await self._ensure_topics({r.topic for r in records})
-        compacted = [r for r in records if r.topic in COMPACTED_TOPICS]
-        if len(compacted) == len(records):
-            await _send_batched(self._producer, self, records)
-        elif not compacted:
-            await _send_all(self._producer, self, records, "publishing")
-        else:
-            others = [r for r in records if r.topic not in COMPACTED_TOPICS]
-            await asyncio.gather(
-                _send_batched(self._producer, self, compacted),
-                _send_all(self._producer, self, others, "publishing"),
-            )
+        await _send_all(self._producer, self, records, "publishing")
 
     # -- consuming ---------------------------------------------------------
 
@@ -336,11 +325,21 @@ async def _send_all(
     which readers tolerate (event ids, versions)."""
     acks: list[Any] = []
     failure: BaseException | None = None
+    counts: dict[str, int] = {}
     try:
         for r in records:
             key = r.key.encode()
             topic = bus.wire_name(r.topic)
-            acks.append(await producer.send(topic, r.value, key, headers=list(r.headers)))
+            partition = None
+            if r.topic in COMPACTED_TOPICS:
+                if topic not in counts:
+                    counts[topic] = len(await producer.partitions_for(topic))
+                partition = compacted_partition(key, counts[topic])
+            acks.append(
+                await producer.send(
+                    topic, r.value, key, partition=partition, headers=list(r.headers)
+                )
+            )
     except _KAFKA_ERRORS as exc:  # e.g. a record over the size limit
         failure = exc
     results = await asyncio.gather(*acks, return_exceptions=True)
@@ -353,57 +352,12 @@ def compacted_partition(key: bytes, partitions: int) -> int:
     """The partition of a compacted topic's key. Only this project writes
     those topics (the gateway's order states), so it need not be Kafka's
     murmur2, whose pure-Python version was 6% of the gateway's CPU at 6,000
-    events/s. Stable for a key, so compaction keeps one record per order (a
+    events/s (records go through `send` with this partition, so the
+    producer still merges them into its open batch per partition). Stable
+    for a key, so compaction keeps one record per order (a
     writer that partitioned differently, e.g. an older version, leaves one
     more record per order behind; a rebuild keeps the highest version)."""
     return zlib.crc32(key) % partitions
-
-
-async def _send_batched(
-    producer: Any, bus: KafkaEventBus, records: Sequence[OutgoingRecord]
-) -> None:
-    """Records of compacted topics, one record batch per partition built here
-    (aiokafka's BatchBuilder), instead of one `send` per record: no future,
-    partitioner call and accumulator lookup per record."""
-    by_partition: dict[tuple[str, int], list[OutgoingRecord]] = {}
-    counts: dict[str, int] = {}
-    for r in records:
-        wire = bus.wire_name(r.topic)
-        if wire not in counts:
-            with _translated(f"reading partitions of {wire}"):
-                counts[wire] = len(await producer.partitions_for(wire))
-        key = r.key.encode()
-        by_partition.setdefault((wire, compacted_partition(key, counts[wire])), []).append(r)
-    acks: list[Any] = []
-    try:
-        for (wire, partition), group in by_partition.items():
-            batch = producer.create_batch()
-            for r in group:
-                headers = list(r.headers)
-                if (
-                    batch.append(key=r.key.encode(), value=r.value, timestamp=None, headers=headers)
-                    is None
-                ):
-                    # Full (max_batch_size): send it and start another.
-                    acks.append(await producer.send_batch(batch, wire, partition=partition))
-                    batch = producer.create_batch()
-                    if (
-                        batch.append(
-                            key=r.key.encode(), value=r.value, timestamp=None, headers=headers
-                        )
-                        is None
-                    ):
-                        raise BusError(
-                            f"kafka: a record of {len(r.value)} bytes is over the batch size"
-                        )
-            acks.append(await producer.send_batch(batch, wire, partition=partition))
-    except _PUBLISH_ERRORS as exc:
-        await asyncio.gather(*acks, return_exceptions=True)
-        raise BusError(f"kafka: publishing failed: {exc!r}") from exc
-    results = await asyncio.gather(*acks, return_exceptions=True)
-    failure = next((r for r in results if isinstance(r, BaseException)), None)
-    if failure is not None:
-        raise BusError(f"kafka: publishing failed: {failure!r}") from failure
 
 
 async def _quietly(*closers: Any) -> None:
