@@ -50,9 +50,18 @@ def offer(conn: Connection, d: Delivery) -> None:
 
 
 def live(
-    queue_max: int = 100, cursor: str = "7-0", metrics: GatewayMetrics | None = None
+    queue_max: int = 100,
+    cursor: str = "7-0",
+    metrics: GatewayMetrics | None = None,
+    *,
+    asked: list[str | None] | None = None,
 ) -> Connection:
-    conn = Connection("alice", "c1", queue_max, metrics or GatewayMetrics())
+    """A live connection at `cursor`; with `asked`, its gap fills are recorded
+    there (the cursor each one asks from) after a 10 ms hold."""
+    on_gap = None if asked is None else (lambda c: asked.append(c.cursor))
+    conn = Connection(
+        "alice", "c1", queue_max, metrics or GatewayMetrics(), on_gap=on_gap, gap_wait_s=0.01
+    )
     conn.seed(Snapshot([], cursor))
     conn.go_live()
     return conn
@@ -244,11 +253,7 @@ def test_the_bound_counts_frames_not_yet_taken_by_the_sender() -> None:
 async def test_a_gap_filled_in_time_never_asks_for_a_fill() -> None:
     asked: list[str | None] = []
     metrics = GatewayMetrics()
-    conn = Connection(
-        "alice", "c1", 100, metrics, on_gap=lambda c: asked.append(c.cursor), gap_wait_s=0.01
-    )
-    conn.seed(Snapshot([], "7-0"))
-    conn.go_live()
+    conn = live(metrics=metrics, asked=asked)
     offer(conn, delivery("7-2", order="o2"))
     offer(conn, delivery("7-1"))  # before the loop ran the timer
     await asyncio.sleep(0.05)
@@ -259,11 +264,7 @@ async def test_a_gap_filled_in_time_never_asks_for_a_fill() -> None:
 async def test_an_expired_gap_asks_once_from_the_last_sent_cursor_and_is_counted() -> None:
     asked: list[str | None] = []
     metrics = GatewayMetrics()
-    conn = Connection(
-        "alice", "c1", 100, metrics, on_gap=lambda c: asked.append(c.cursor), gap_wait_s=0.01
-    )
-    conn.seed(Snapshot([], "7-0"))
-    conn.go_live()
+    conn = live(metrics=metrics, asked=asked)
     offer(conn, delivery("7-1"))
     offer(conn, delivery("7-3", order="o3"))
     offer(conn, delivery("7-4", order="o4"))  # same gap: no second timer
@@ -276,16 +277,7 @@ async def test_an_expired_gap_asks_once_from_the_last_sent_cursor_and_is_counted
 
 async def test_a_gap_still_open_after_a_fill_is_asked_about_again() -> None:
     asked: list[str | None] = []
-    conn = Connection(
-        "alice",
-        "c1",
-        100,
-        GatewayMetrics(),
-        on_gap=lambda c: asked.append(c.cursor),
-        gap_wait_s=0.01,
-    )
-    conn.seed(Snapshot([], "7-0"))
-    conn.go_live()
+    conn = live(asked=asked)
     offer(conn, delivery("7-3", order="o3"))
     await wait_for(asked, 1)
     conn.begin_fill()
@@ -297,16 +289,7 @@ async def test_a_gap_still_open_after_a_fill_is_asked_about_again() -> None:
 
 async def test_no_fill_is_asked_for_a_closed_connection() -> None:
     asked: list[str | None] = []
-    conn = Connection(
-        "alice",
-        "c1",
-        100,
-        GatewayMetrics(),
-        on_gap=lambda c: asked.append(c.cursor),
-        gap_wait_s=0.01,
-    )
-    conn.seed(Snapshot([], "7-0"))
-    conn.go_live()
+    conn = live(asked=asked)
     offer(conn, delivery("7-2", order="o2"))
     conn.close(CloseCode.GOING_AWAY)
     await asyncio.sleep(0.05)
