@@ -94,20 +94,42 @@ async def test_a_hung_redis_fails_what_is_in_flight_and_the_pipe_reconnects(
         redis.stop()
 
 
+def _envelope(n: int) -> Envelope:
+    event = make_event("order.pending", order_id=f"o{n}", user_id="u", status="pending", version=1)
+    return Envelope(event=event, raw=encode_event(event), produced_ms=0)
+
+
 async def test_appends_sent_one_after_the_other_run_in_that_order() -> None:
     store = RedisSessionStore(REDIS_URL, unique("gw"), key_prefix=unique("p"))
 
     await store.start(lambda deliveries: None)
     try:
-
-        def envelope(n: int) -> Envelope:
-            event = make_event(
-                "order.pending", order_id=f"o{n}", user_id="u", status="pending", version=1
-            )
-            return Envelope(event=event, raw=encode_event(event), produced_ms=0)
-
-        replies = [await store.send_publish([envelope(n)]) for n in range(50)]
+        replies = [await store.send_publish([_envelope(n)]) for n in range(50)]
         cursors = [(await r)[0].cursor for r in replies]
         assert [int(c.split("-")[1]) for c in cursors] == list(range(1, 51))
     finally:
         await store.stop()
+
+
+async def test_an_append_after_redis_lost_its_scripts_loads_them_and_goes_through(
+    tmp_path: Path,
+) -> None:
+    """Redis restarted with the same data but an empty script cache (SCRIPT
+    FLUSH stands for it): the pipelined append gets NOSCRIPT, loads the
+    script and is sent again, once."""
+    redis = PrivateRedis(tmp_path, persistent=False)
+    redis.start()
+    store = RedisSessionStore(redis.url, unique("gw"), key_prefix=unique("p"))
+    await store.start(lambda deliveries: None)
+    client = Redis.from_url(redis.url)
+    try:
+        first = await (await store.send_publish([_envelope(1)]))
+        await client.script_flush()
+        second = await (await store.send_publish([_envelope(2)]))
+        assert [d.cursor.split("-")[1] for d in first + second] == ["1", "2"]
+        history = await store.history_since("u", "0-0")
+        assert history is not None and [d.event.order_id for d in history] == ["o1", "o2"]
+    finally:
+        await client.aclose()
+        await store.stop()
+        redis.stop()
