@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 from websockets.exceptions import ConnectionClosed
 
 from gateway.app import Gateway
@@ -25,23 +24,12 @@ from gateway.sessions.redis import RedisSessionStore
 from gateway.settings import DEV_SECRET, Settings
 from orderpush.apps import gateway_app
 from orderpush_core.auth import issue_token
-from tests.backends import REDIS_URL, unique
+from tests.backends import REDIS_URL
 from tests.harness import serve
 from tests.sessions_support import order_event
 from tests.wsclient import Client, connect
 
 pytestmark = pytest.mark.redis
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = unique("cb")
-    yield name
-    client = Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @contextlib.asynccontextmanager

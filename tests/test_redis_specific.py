@@ -45,17 +45,6 @@ NodeFactory = Callable[..., Awaitable[Node]]
 
 
 @pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = unique("rt")
-    yield name
-    client = Redis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{name}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
-@pytest.fixture
 async def raw_redis() -> AsyncIterator[Redis]:
     client = Redis.from_url(REDIS_URL)
     yield client
